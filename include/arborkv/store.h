@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store: the records table in SQLite (replication.md §1). The only module that sees SQL or
+ * SQLITE_* codes: failures are logged once with sqlite3_errmsg() and the operation, and returned
+ * as -EIO (or -EBADMSG / -ENOTSUP / -EACCES where noted).
+ *
+ * A record is (key, value | tombstone, ts, op_id). Tombstones are stored rows with no value; every
+ * "live" accessor skips them. Writes happen inside an explicit transaction opened with
+ * store_begin() and ended with store_commit() or store_rollback(): the event loop opens one per
+ * turn on the first write and commits it before any reply leaves the process (group commit).
+ *
+ * THREADING: single-threaded; the event-loop thread owns the store.
+ */
+#ifndef ARBORKV_STORE_H
+#define ARBORKV_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_OP_ID_BYTES 16 /* replication.md §1 */
+
+struct store;
+
+enum store_engine {
+    STORE_ENGINE_SQLITE = 0, /* file <dir>/arborkv.db, WAL mode */
+    STORE_ENGINE_MEMORY = 1, /* SQLite in-memory database, empty at each start */
+};
+
+enum store_durability {
+    STORE_DURABLE_PROCESS = 0, /* synchronous=NORMAL: survives kill -9 (fsync = "normal") */
+    STORE_DURABLE_POWER = 1,   /* synchronous=FULL: also survives power loss (fsync = "always") */
+};
+
+/* One record. Pointers are [borrow]: valid until the next call into the store. */
+struct store_rec {
+    const uint8_t *key;                 /* key bytes */
+    size_t key_len;                     /* bytes */
+    const uint8_t *value;               /* value bytes; NULL when tombstone (or empty value) */
+    size_t value_len;                   /* bytes; 0 for a tombstone */
+    bool tombstone;                     /* true: a delete marker, invisible to clients */
+    uint64_t ts;                        /* HLC nanoseconds since the Unix epoch */
+    uint8_t op_id[STORE_OP_ID_BYTES];   /* operation id */
+};
+
+/*
+ * Opens (creating if needed) the store. For STORE_ENGINE_SQLITE, dir is created (with parents)
+ * when missing and the database is <dir>/arborkv.db; dir is ignored for the memory engine.
+ * An existing file that is not a SQLite database, is corrupt, or holds a different schema is
+ * refused, never overwritten. Returns 0 with *out set (**new**, release with store_close()), or
+ * a negative errno with a human-readable reason in err (errlen bytes, NUL-terminated).
+ */
+int store_open(struct store **out, enum store_engine engine, const char *dir,
+        enum store_durability durability, char *err, size_t errlen);
+
+/* Rolls back any open transaction, finalizes statements, closes the database. NULL-safe. */
+void store_close(struct store *st);
+
+/* Opens a write transaction (BEGIN IMMEDIATE) unless one is open. Returns 0 or -EIO. */
+int store_begin(struct store *st);
+/* Commits the open transaction (no-op without one). Returns 0 or -EIO (then it is rolled back). */
+int store_commit(struct store *st);
+/* Rolls back the open transaction (no-op without one); restores the live-key count. */
+void store_rollback(struct store *st);
+bool store_in_txn(const struct store *st);
+
+/*
+ * Looks up the live value of key. Returns 1 with *value/*value_len set ([borrow], valid until the
+ * next call into the store), 0 when absent or a tombstone, -EIO on failure.
+ */
+int store_get(struct store *st, const uint8_t *key, size_t key_len, const uint8_t **value,
+        size_t *value_len);
+
+/*
+ * Looks up the record for key, tombstones included. Returns 1 with *rec filled ([borrow]
+ * pointers), 0 when there is no record, -EIO on failure.
+ */
+int store_get_rec(struct store *st, const uint8_t *key, size_t key_len, struct store_rec *rec);
+
+/*
+ * Writes rec (insert or replace, unconditionally: LWW decisions are the caller's). Caller holds
+ * an open transaction (store_begin). rec->tombstone selects a delete marker (value ignored).
+ * Returns 0 or -EIO.
+ */
+int store_put(struct store *st, const struct store_rec *rec);
+
+/* Callback for store_scan: return 0 to go on, anything else to stop (store_scan returns it). */
+typedef int store_scan_fn(void *arg, const struct store_rec *rec);
+
+enum store_scan_flags {
+    STORE_SCAN_LIVE = 1 << 0,      /* skip tombstones */
+    STORE_SCAN_KEYS_ONLY = 1 << 1, /* rec->value is NULL (not read), value_len 0 */
+};
+
+/*
+ * Calls fn for every record whose key starts with prefix (prefix_len 0 = all), in ascending
+ * byte order of keys, starting strictly after `after` when after != NULL (for paging).
+ * fn must not call into the store. Returns 0 when done, fn's non-zero return when it stopped
+ * early, or -EIO.
+ */
+int store_scan(struct store *st, const uint8_t *prefix, size_t prefix_len, const uint8_t *after,
+        size_t after_len, unsigned flags, store_scan_fn *fn, void *arg);
+
+/* Number of live (non-tombstone) keys; kept in memory, O(1). */
+uint64_t store_live_count(const struct store *st);
+/* Largest ts of any record at open time (for the HLC across restarts); 0 for an empty store. */
+uint64_t store_max_ts_at_open(const struct store *st);
+/* "sqlite" or "memory". */
+const char *store_engine_name(const struct store *st);
+
+#endif

@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * buf: growable binary-safe byte buffer; see include/arborkv/buf.h.
+ *
+ * Growth doubles the capacity (at least 64 bytes) so appends are amortized O(1); buf_consume
+ * moves the tail to the front, which keeps the layout simple: callers that consume often in small
+ * steps should consume in batches (the connection code does one consume per read).
+ */
+#include "arborkv/buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arborkv/mem.h"
+
+void buf_init(struct buf *b)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+void buf_clear(struct buf *b)
+{
+    if (!b) return;
+    free(b->data);
+    buf_init(b);
+}
+
+void buf_reset(struct buf *b)
+{
+    b->len = 0;
+    if (b->data) b->data[0] = '\0';
+}
+
+void buf_reserve(struct buf *b, size_t extra)
+{
+    if (b->cap > b->len + extra) return; /* one spare byte for the NUL */
+    size_t need = b->len + extra + 1;
+    if (need < b->len) abort(); /* size_t overflow: a caller bug, sizes are limited upstream */
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    b->data = xrealloc(b->data, cap);
+    b->cap = cap;
+}
+
+void buf_append(struct buf *b, const void *p, size_t n)
+{
+    buf_reserve(b, n);
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void buf_append_str(struct buf *b, const char *s)
+{
+    buf_append(b, s, strlen(s));
+}
+
+void buf_append_u64(struct buf *b, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+    buf_append(b, tmp + i, sizeof(tmp) - i);
+}
+
+void buf_append_i64(struct buf *b, int64_t v)
+{
+    if (v < 0) {
+        buf_append(b, "-", 1);
+        buf_append_u64(b, (uint64_t) 0 - (uint64_t) v);
+    } else {
+        buf_append_u64(b, (uint64_t) v);
+    }
+}
+
+void buf_vprintf(struct buf *b, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    if (n < 0) return;
+    buf_reserve(b, (size_t) n);
+    (void) vsnprintf((char *) b->data + b->len, (size_t) n + 1, fmt, ap);
+    b->len += (size_t) n;
+}
+
+void buf_printf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(b, fmt, ap);
+    va_end(ap);
+}
+
+void buf_consume(struct buf *b, size_t n)
+{
+    if (n >= b->len) {
+        buf_reset(b);
+        return;
+    }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+    b->data[b->len] = '\0';
+}
+
+void buf_truncate(struct buf *b, size_t n)
+{
+    if (n >= b->len) return;
+    b->len = n;
+    b->data[n] = '\0';
+}
