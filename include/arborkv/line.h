@@ -24,12 +24,13 @@
  *   ECHO msg                   -> ECHO msg
  *   MEMORY                     -> MEMORY
  *   CLIENT [LIST]              -> CLIENT LIST
- *   TRUNCATE | FLUSHDB         -> FLUSHDB            (arguments ignored)
- *   STATS / INFO / VERSION     -> STATS / INFO / VERSION
+ *   TRUNCATE / FLUSHDB         -> TRUNCATE / FLUSHDB (arguments ignored; TRUNCATE keeps its name
+ *                                                     so STATS counts it as bulk, protocol.md §4)
+ *   STATS / INFO / VERSION     -> STATS / INFO / VERSION   (STATS, INFO: arguments ignored)
  *   HASH [arg]                 -> HASH [arg]
  *   SYNC host port [flags]     -> SYNC host port [--full] [--verify]   (validated)
  *   REPLICATE action           -> REPLICATE ENABLE|DISABLE|STATUS
- *   SHUTDOWN / QUIT            -> SHUTDOWN / QUIT
+ *   SHUTDOWN / QUIT            -> SHUTDOWN / QUIT    (QUIT: arguments ignored)
  */
 #ifndef ARBORKV_LINE_H
 #define ARBORKV_LINE_H
