@@ -65,7 +65,7 @@ void store_rollback(struct store *st);
 bool store_in_txn(const struct store *st);
 
 /*
- * Looks up the live value of key. Returns 1 with *value/*value_len set ([borrow], valid until the
+ * Looks up the live value of key. Returns 1 with *value and *value_len set ([borrow], valid until the
  * next call into the store), 0 when absent or a tombstone, -EIO on failure.
  */
 int store_get(struct store *st, const uint8_t *key, size_t key_len, const uint8_t **value,

@@ -1,0 +1,854 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store: the records table in SQLite (replication.md §1); see include/arborkv/store.h.
+ *
+ * One connection, owned by the event-loop thread (THREADING: single-threaded, SQLITE_OPEN_NOMUTEX).
+ * Every statement is prepared once in store_open() and finalized in store_close(). After use a
+ * statement is sqlite3_reset() and sqlite3_clear_bindings(); the one exception is the statement
+ * whose column memory was handed out as [borrow] pointers (store_get, store_get_rec): it stays
+ * un-reset in st->pending and release_pending() resets it at the start of the next call into the
+ * store, which is exactly the documented lifetime of those pointers. Bindings are SQLITE_STATIC:
+ * SQLite reads the caller's key/value bytes only while sqlite3_step() runs inside our call.
+ *
+ * Only this file sees SQLITE_* codes. A failure at run time is logged once here
+ * ("store: <op>: <sqlite3_errmsg>") and returned as -EIO; store_open() does not log (the caller
+ * reports the err text it returns) and maps what it finds to -EBADMSG / -ENOTSUP / -EACCES /
+ * -EINVAL / -EIO.
+ *
+ * Invariants: live_count is the number of rows with tombstone = 0 as seen by this connection
+ * (committed rows plus the open transaction's); live_count_at_begin is its value when the open
+ * transaction began, restored on rollback. A failed write poisons the open transaction
+ * (txn_failed): later puts fail and store_commit() rolls back, so a turn is all or nothing.
+ */
+#include "arborkv/store.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "arborkv/buf.h"
+#include "arborkv/log.h"
+#include "arborkv/mem.h"
+
+/*
+ * SCHEMA AND PRAGMAS
+ *
+ * File: <dir>/arborkv.db. Marked as ours by PRAGMA application_id = STORE_APPLICATION_ID ("arkv")
+ * and versioned by PRAGMA user_version = STORE_SCHEMA_VERSION; both are set in the transaction
+ * that creates the tables. A file with another application_id, or with tables but no marker, is
+ * another application's database and is refused; a larger user_version is a newer arborkv and is
+ * refused with -ENOTSUP. Later tables (the replication outbox) arrive as migrations[2], … : a new
+ * entry, STORE_SCHEMA_VERSION bumped, and open applies the missing steps in one transaction each.
+ *
+ * records (schema version 1):
+ *   key        BLOB PRIMARY KEY   binary key; WITHOUT ROWID, so the table *is* the key b-tree
+ *                                 and a lookup is one descent; BLOB affinity and BINARY collation
+ *                                 order keys by memcmp, shorter first on a common prefix.
+ *   tombstone  INTEGER NOT NULL   1 = delete marker (value NULL), 0 = live.
+ *   ts         INTEGER NOT NULL   HLC ns as the int64 bit pattern of the uint64 (exact round trip;
+ *                                 SQL-side order is only wrong past 2262, see max_ts_sql).
+ *   op_id      BLOB NOT NULL      16 bytes.
+ *   value      BLOB               the value, X'' for an empty value, NULL for a tombstone.
+ * The columns are declared in this order (value last) on purpose: a WITHOUT ROWID record stores
+ * columns in declaration order, so tombstone/ts/op_id sit in the b-tree cell before the value and
+ * key-only and LIVE scans, get_rec's metadata and the count at open never walk the overflow
+ * pages of large values (100 values of 1 MiB: 21 page reads instead of 25,721 with value
+ * declared second).
+ *
+ * Pragmas (file engine):
+ *   locking_mode=EXCLUSIVE  set before the first read: the lock is taken once and kept, so no
+ *                           per-transaction lock syscalls and no -shm file (the WAL index lives
+ *                           in heap memory); it also keeps a second arborkv off the same
+ *                           directory. Cost: other processes (sqlite3 CLI) cannot read the file
+ *                           while the server runs.
+ *   journal_mode=WAL        a commit appends the changed pages to the WAL; no rollback journal.
+ *   synchronous=NORMAL|FULL STORE_DURABLE_PROCESS: a commit survives kill -9 (the WAL is
+ *                           written at commit, fsynced at checkpoint); STORE_DURABLE_POWER:
+ *                           fsync at every commit, survives power loss.
+ *   wal_autocheckpoint      STORE_WAL_CHECKPOINT_PAGES (64 MiB of WAL) instead of 1000 pages:
+ *                           random keys dirty one page each, so the WAL grows by about a page
+ *                           per put, and the default checkpointed (two fsyncs, page copies) every
+ *                           ~20 group commits; 16384 made puts ~40% faster in tools/store_bench.
+ *                           Cost: up to 64 MiB more on disk, a longer (rarer) checkpoint pause
+ *                           inside a commit, and a longer WAL replay after a crash.
+ *   journal_size_limit      the WAL file is cut back to this size after a checkpoint, so one
+ *                           huge transaction does not leave a huge file behind.
+ *   cache_size=-65536       64 MiB page cache, so the hot part of the key b-tree stays in memory.
+ *   temp_store=MEMORY       sorter and temp b-trees never touch disk.
+ *   busy_timeout            STORE_BUSY_TIMEOUT_MS: only matters at open, when another process
+ *                           holds the lock.
+ * mmap is left off: with the page cache above it gains little, and an I/O error through a
+ * mapping is a SIGBUS instead of an error code. page_size stays 4096 (2048 was no faster
+ * overall and made lookups in a 1M-key table slower). Process-wide, SQLite's memory statistics
+ * are switched off before its first use (SQLITE_CONFIG_MEMSTATUS): they take a global mutex on
+ * every allocation, ~5% of a GET.
+ */
+#define STORE_DB_FILE              "arborkv.db"
+#define STORE_APPLICATION_ID       1634888566 /* 0x61726b76, "arkv" */
+#define STORE_SCHEMA_VERSION       1          /* PRAGMA user_version of a current database */
+#define STORE_BUSY_TIMEOUT_MS      200        /* ms; waiting for another process's lock at open */
+#define STORE_CACHE_KIB            65536      /* KiB of page cache (PRAGMA cache_size = -N) */
+#define STORE_WAL_CHECKPOINT_PAGES 16384      /* pages (4 KiB) of WAL that trigger a checkpoint */
+#define STORE_WAL_LIMIT_BYTES      (64 * 1024 * 1024) /* WAL file size kept after a checkpoint */
+
+static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
+    [1] = "CREATE TABLE records ("
+          " key BLOB PRIMARY KEY NOT NULL,"
+          " tombstone INTEGER NOT NULL,"
+          " ts INTEGER NOT NULL,"
+          " op_id BLOB NOT NULL,"
+          " value BLOB"
+          ") WITHOUT ROWID;",
+};
+
+/*
+ * Live count and largest ts at open, in one pass over the table. ts >= 2^63 is stored negative,
+ * and such values are larger than every non-negative one as uint64, so when any exist the
+ * answer is the largest negative one.
+ */
+static const char max_ts_sql[] = "SELECT sum(tombstone = 0), max(ts),"
+                                 " max(CASE WHEN ts < 0 THEN ts END) FROM records";
+
+enum stmt_id {
+    STMT_GET,          /* live value of ?1 */
+    STMT_GET_REC,      /* full record of ?1 */
+    STMT_PROBE,        /* tombstone state of ?1, for the live count */
+    STMT_INSERT,       /* new record */
+    STMT_UPDATE,       /* overwrite the record of ?1 */
+    STMT_SCAN,         /* key >= ?1, all columns */
+    STMT_SCAN_HI,      /* ?1 <= key < ?2, all columns */
+    STMT_SCAN_KEYS,    /* key >= ?1, no value */
+    STMT_SCAN_KEYS_HI, /* ?1 <= key < ?2, no value */
+    STMT_BEGIN,
+    STMT_COMMIT,
+    STMT_ROLLBACK,
+    STMT_COUNT
+};
+
+static const struct {
+    const char *op; /* operation name in log messages */
+    const char *sql;
+} stmt_defs[STMT_COUNT] = {
+    [STMT_GET] = { "get", "SELECT tombstone, value FROM records WHERE key = ?1" },
+    [STMT_GET_REC] = { "get_rec",
+                       "SELECT tombstone, ts, op_id, value FROM records WHERE key = ?1" },
+    [STMT_PROBE] = { "put", "SELECT tombstone FROM records WHERE key = ?1" },
+    [STMT_INSERT] = { "put", "INSERT INTO records (key, tombstone, ts, op_id, value)"
+                             " VALUES (?1, ?2, ?3, ?4, ?5)" },
+    [STMT_UPDATE] = { "put", "UPDATE records SET tombstone = ?2, ts = ?3, op_id = ?4, value = ?5"
+                             " WHERE key = ?1" },
+    [STMT_SCAN] = { "scan", "SELECT key, tombstone, ts, op_id, value FROM records"
+                            " WHERE key >= ?1 ORDER BY key" },
+    [STMT_SCAN_HI] = { "scan", "SELECT key, tombstone, ts, op_id, value FROM records"
+                               " WHERE key >= ?1 AND key < ?2 ORDER BY key" },
+    [STMT_SCAN_KEYS] = { "scan", "SELECT key, tombstone, ts, op_id FROM records"
+                                 " WHERE key >= ?1 ORDER BY key" },
+    [STMT_SCAN_KEYS_HI] = { "scan", "SELECT key, tombstone, ts, op_id FROM records"
+                                    " WHERE key >= ?1 AND key < ?2 ORDER BY key" },
+    [STMT_BEGIN] = { "begin", "BEGIN IMMEDIATE" },
+    [STMT_COMMIT] = { "commit", "COMMIT" },
+    [STMT_ROLLBACK] = { "rollback", "ROLLBACK" },
+};
+
+struct store {
+    sqlite3 *db;                    /* the connection; NULL only while half-built */
+    sqlite3_stmt *stmt[STMT_COUNT]; /* prepared in store_open, finalized in store_close */
+    sqlite3_stmt *pending;          /* un-reset statement backing [borrow] pointers, or NULL */
+    enum store_engine engine;       /* STORE_ENGINE_SQLITE or STORE_ENGINE_MEMORY */
+    bool in_txn;                    /* store_begin() ran and no commit/rollback since */
+    bool txn_failed;                /* a write failed in the open transaction: roll back */
+    bool in_scan;                   /* store_scan is calling back (re-entry is a bug) */
+    uint64_t live_count;            /* rows with tombstone = 0, this connection's view */
+    uint64_t live_count_at_begin;   /* live_count when the open transaction began */
+    uint64_t max_ts_at_open;        /* largest ts stored at open, 0 when empty */
+    struct buf scan_lo;             /* scratch: lower bound of the current scan */
+    struct buf scan_hi;             /* scratch: upper bound (prefix successor) */
+};
+
+/* Stands in for a NULL pointer of a zero-length key or value: SQLite binds (NULL, 0) as SQL
+ * NULL, not as an empty blob, and hands back NULL for an empty blob. */
+static const uint8_t empty_bytes[1];
+
+/* Writes a formatted reason into err (errlen bytes, NUL-terminated) and returns rc. */
+__attribute__((format(printf, 4, 5))) static int set_err(char *err, size_t errlen, int rc,
+                                                         const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        (void) vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+/* Resets the statement behind the last [borrow] pointers, if any. */
+static void release_pending(struct store *st)
+{
+    assert(!st->in_scan); /* store_scan callbacks must not call into the store */
+    sqlite3_stmt *s = st->pending;
+    if (!s) return;
+    st->pending = NULL;
+    /* The statement's last step returned SQLITE_ROW, so reset reports success; a failure here
+     * would be a SQLite bug, still logged rather than ignored. */
+    if (sqlite3_reset(s) != SQLITE_OK) log_error("store: reset: %s", sqlite3_errmsg(st->db));
+    (void) sqlite3_clear_bindings(s); /* always SQLITE_OK */
+}
+
+/* Resets s after a completed (or abandoned) use. Returns 0, or -EIO (logged) on failure. */
+static int finish(struct store *st, sqlite3_stmt *s, const char *op)
+{
+    int rc = sqlite3_reset(s);
+    (void) sqlite3_clear_bindings(s); /* always SQLITE_OK */
+    if (rc == SQLITE_OK) return 0;
+    log_error("store: %s: %s", op, sqlite3_errmsg(st->db));
+    return -EIO;
+}
+
+/* Logs the connection's current error for op, resets s (when given) and returns -EIO. */
+static int sql_fail(struct store *st, sqlite3_stmt *s, const char *op)
+{
+    log_error("store: %s: %s", op, sqlite3_errmsg(st->db));
+    if (s) {
+        (void) sqlite3_reset(s); /* repeats the error just logged */
+        (void) sqlite3_clear_bindings(s);
+    }
+    return -EIO;
+}
+
+/* Binds n bytes at p as a BLOB (an empty blob when n == 0, whatever p is). */
+static int bind_bytes(sqlite3_stmt *s, int i, const uint8_t *p, size_t n)
+{
+    return sqlite3_bind_blob64(s, i, n ? (const void *) p : empty_bytes, n, SQLITE_STATIC);
+}
+
+/* Column i as (pointer, length); never NULL, also for an empty blob or SQL NULL. */
+static const uint8_t *column_bytes(sqlite3_stmt *s, int i, size_t *len)
+{
+    const uint8_t *p = sqlite3_column_blob(s, i);
+    *len = (size_t) sqlite3_column_bytes(s, i); /* after column_blob, as the docs require */
+    return p ? p : empty_bytes;
+}
+
+/*
+ * Fills rec from a row laid out as (…, tombstone @ c, ts @ c+1, op_id @ c+2[, value @ c+3]).
+ * An op_id of the wrong length (a hand-edited file) is truncated or zero-padded rather than
+ * failing every scan that meets it; LWW (replication.md §1) still converges on such records.
+ */
+static void fill_rec(sqlite3_stmt *s, int c, bool with_value, struct store_rec *rec)
+{
+    rec->tombstone = sqlite3_column_int64(s, c) != 0;
+    rec->ts = (uint64_t) sqlite3_column_int64(s, c + 1);
+    size_t n;
+    const uint8_t *op = column_bytes(s, c + 2, &n);
+    if (n > STORE_OP_ID_BYTES) n = STORE_OP_ID_BYTES;
+    memcpy(rec->op_id, op, n);
+    memset(rec->op_id + n, 0, STORE_OP_ID_BYTES - n);
+    if (with_value && !rec->tombstone) {
+        rec->value = column_bytes(s, c + 3, &rec->value_len);
+    } else {
+        rec->value = NULL;
+        rec->value_len = 0;
+    }
+}
+
+/* ---- open ---------------------------------------------------------------------------------- */
+
+/* Maps an errno from a file-system call to the store's vocabulary. */
+static int errno_rc(int e)
+{
+    return (e == EACCES || e == EPERM || e == EROFS) ? -EACCES : -EIO;
+}
+
+/* Creates dir and its missing parents (parents 0755, dir itself 0700, minus umask). */
+static int mkdir_p(const char *dir, char *err, size_t errlen)
+{
+    char *p = xstrdup(dir);
+    int rc = 0;
+    size_t len = strlen(p);
+    for (size_t i = 1; i <= len && rc == 0; i++) {
+        if (p[i] != '/' && p[i] != '\0') continue;
+        if (p[i - 1] == '/') continue; /* "//" or a trailing "/" */
+        char saved = p[i];
+        p[i] = '\0';
+        bool last = i == len || (saved == '/' && strspn(p + i + 1, "/") == len - i - 1);
+        if (mkdir(p, last ? 0700 : 0755) != 0) {
+            int e = errno;
+            struct stat sb;
+            if (stat(p, &sb) != 0) {
+                rc = set_err(err, errlen, errno_rc(e), "cannot create directory %s: %s", p,
+                             strerror(e));
+            } else if (!S_ISDIR(sb.st_mode)) {
+                rc = set_err(err, errlen, -EINVAL, "%s exists and is not a directory", p);
+            }
+        }
+        p[i] = saved;
+    }
+    free(p);
+    return rc;
+}
+
+/*
+ * Looks at an existing file before SQLite opens it: a file that does not start with the SQLite
+ * magic is refused without SQLite ever touching it. Returns 1 when the file exists (and may be
+ * a SQLite database, or is empty), 0 when it does not, or a negative errno with err set.
+ */
+static int sniff_file(const char *path, char *err, size_t errlen)
+{
+    static const char magic[16] = "SQLite format 3"; /* 15 characters and a NUL */
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        if (errno == ENOENT) return 0;
+        return set_err(err, errlen, errno_rc(errno), "%s: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(sb.st_mode)) return set_err(err, errlen, -EINVAL, "%s: not a regular file", path);
+    if (sb.st_size == 0) return 1; /* an empty file is an empty SQLite database */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return set_err(err, errlen, errno_rc(errno), "%s: %s", path, strerror(errno));
+    char head[sizeof(magic)];
+    ssize_t n = pread(fd, head, sizeof(head), 0);
+    int e = errno;
+    (void) close(fd);
+    if (n < 0) return set_err(err, errlen, errno_rc(e), "%s: %s", path, strerror(e));
+    if ((size_t) n < sizeof(head) || memcmp(head, magic, sizeof(magic)) != 0)
+        return set_err(err, errlen, -EBADMSG, "%s: file is not a database", path);
+    return 1;
+}
+
+/*
+ * Whether the directory holding path denies us creating files (the database's WAL and journal
+ * live next to it). Used to explain SQLITE_CANTOPEN, whose errno is often that of SQLite's
+ * read-only fallback (ENOENT) rather than the EACCES that caused it.
+ */
+static bool dir_denied(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) return false;
+    char *dir = xstrndup(path, (size_t) (slash - path));
+    bool denied = access(*dir ? dir : "/", W_OK | X_OK) != 0 &&
+                  (errno == EACCES || errno == EPERM || errno == EROFS);
+    free(dir);
+    return denied;
+}
+
+/* Maps a SQLite failure during store_open to an errno and a reason in err. */
+static int open_error(struct store *st, const char *path, const char *op, int sqlrc, char *err,
+                      size_t errlen)
+{
+    const char *msg = st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(sqlrc);
+    int sys = st->db ? sqlite3_system_errno(st->db) : 0;
+    if ((sqlrc & 0xff) == SQLITE_CANTOPEN && st->engine == STORE_ENGINE_SQLITE && dir_denied(path))
+        sys = EACCES;
+    switch (sqlrc & 0xff) {
+    case SQLITE_NOTADB:
+        return set_err(err, errlen, -EBADMSG, "%s: file is not a database", path);
+    case SQLITE_CORRUPT:
+        return set_err(err, errlen, -EIO, "%s: database is corrupt (%s: %s)", path, op, msg);
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+        return set_err(err, errlen, -EACCES, "%s: permission denied (%s: %s)", path, op, msg);
+    case SQLITE_CANTOPEN:
+        if (sys == EACCES || sys == EPERM || sys == EROFS)
+            return set_err(err, errlen, -EACCES, "%s: permission denied (%s: %s: %s)", path, op,
+                           msg, strerror(sys));
+        break;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return set_err(err, errlen, -EIO,
+                       "%s: database is locked by another process (another arborkv on this "
+                       "storage_path?)",
+                       path);
+    default:
+        break;
+    }
+    if (sys) return set_err(err, errlen, -EIO, "%s: %s: %s (%s)", path, op, msg, strerror(sys));
+    return set_err(err, errlen, -EIO, "%s: %s: %s", path, op, msg);
+}
+
+/* Runs one or more SQL statements without results. Returns the SQLite code. */
+static int exec_sql(struct store *st, const char *sql)
+{
+    return sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+}
+
+/* Runs a one-row query and stores its first n integer columns in out. Returns the SQLite code. */
+static int query_ints(struct store *st, const char *sql, int64_t *out, int n, bool *null)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(st->db, sql, -1, &s, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        for (int i = 0; i < n; i++) {
+            if (null) null[i] = sqlite3_column_type(s, i) == SQLITE_NULL;
+            out[i] = sqlite3_column_int64(s, i);
+        }
+        rc = SQLITE_OK;
+    } else if (rc == SQLITE_DONE) {
+        rc = SQLITE_CORRUPT; /* these queries always return one row */
+    }
+    /* finalize reports the step's error again, which rc already holds. */
+    int frc = sqlite3_finalize(s);
+    return rc != SQLITE_OK ? rc : frc;
+}
+
+/* Applies migrations[from+1 .. STORE_SCHEMA_VERSION], each in its own transaction. */
+static int migrate(struct store *st, int from, const char *path, char *err, size_t errlen)
+{
+    for (int v = from + 1; v <= STORE_SCHEMA_VERSION; v++) {
+        char marks[128];
+        (void) snprintf(marks, sizeof(marks),
+                        "PRAGMA application_id = %d; PRAGMA user_version = %d;",
+                        STORE_APPLICATION_ID, v);
+        int rc = exec_sql(st, "BEGIN IMMEDIATE");
+        if (rc == SQLITE_OK) rc = exec_sql(st, migrations[v]);
+        if (rc == SQLITE_OK) rc = exec_sql(st, marks);
+        if (rc == SQLITE_OK) rc = exec_sql(st, "COMMIT");
+        if (rc != SQLITE_OK) {
+            int erc = open_error(st, path, "create schema", rc, err, errlen);
+            if (!sqlite3_get_autocommit(st->db)) (void) exec_sql(st, "ROLLBACK");
+            return erc;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Checks the marker of an opened database. Returns its schema version (0 for an empty database,
+ * ours to initialize), or a negative errno with err set.
+ */
+static int check_schema(struct store *st, const char *path, char *err, size_t errlen)
+{
+    int64_t v[3]; /* application_id, user_version, schema objects */
+    int rc = query_ints(st,
+                        "SELECT (SELECT application_id FROM pragma_application_id),"
+                        " (SELECT user_version FROM pragma_user_version),"
+                        " (SELECT count(*) FROM sqlite_schema)",
+                        v, 3, NULL);
+    if (rc != SQLITE_OK) return open_error(st, path, "read header", rc, err, errlen);
+    if (v[0] == 0 && v[1] == 0 && v[2] == 0) return 0; /* empty: ours to initialize */
+    if (v[0] != STORE_APPLICATION_ID)
+        return set_err(
+                err, errlen, -EBADMSG,
+                "%s: a SQLite database of another application (no arborkv marker), not touched",
+                path);
+    if (v[1] > STORE_SCHEMA_VERSION)
+        return set_err(err, errlen, -ENOTSUP,
+                       "%s: schema version %lld is newer than this arborkv supports (%d)", path,
+                       (long long) v[1], STORE_SCHEMA_VERSION);
+    if (v[1] < 1)
+        return set_err(err, errlen, -EBADMSG, "%s: arborkv marker without a schema version", path);
+    return (int) v[1];
+}
+
+/* Sets the pragmas of the schema block above. */
+static int set_pragmas(struct store *st, enum store_durability durability, const char *path,
+                       char *err, size_t errlen)
+{
+    char sql[256];
+    (void) snprintf(sql, sizeof(sql),
+                    "PRAGMA synchronous = %s; PRAGMA cache_size = -%d; PRAGMA temp_store = MEMORY;",
+                    durability == STORE_DURABLE_POWER ? "FULL" : "NORMAL", STORE_CACHE_KIB);
+    int rc = exec_sql(st, sql);
+    if (rc != SQLITE_OK) return open_error(st, path, "pragmas", rc, err, errlen);
+    if (st->engine != STORE_ENGINE_SQLITE) return 0;
+    (void) snprintf(sql, sizeof(sql),
+                    "PRAGMA wal_autocheckpoint = %d; PRAGMA journal_size_limit = %d;",
+                    STORE_WAL_CHECKPOINT_PAGES, STORE_WAL_LIMIT_BYTES);
+    rc = exec_sql(st, sql);
+    if (rc != SQLITE_OK) return open_error(st, path, "pragmas", rc, err, errlen);
+
+    /* journal_mode answers with the mode in force; anything but "wal" means WAL was refused. */
+    sqlite3_stmt *s = NULL;
+    rc = sqlite3_prepare_v2(st->db, "PRAGMA journal_mode = WAL", -1, &s, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_step(s);
+    bool wal = rc == SQLITE_ROW &&
+               sqlite3_stricmp((const char *) sqlite3_column_text(s, 0), "wal") == 0;
+    if (rc == SQLITE_ROW) rc = SQLITE_OK;
+    int frc = sqlite3_finalize(s);
+    if (rc == SQLITE_OK) rc = frc;
+    if (rc != SQLITE_OK) return open_error(st, path, "journal_mode", rc, err, errlen);
+    if (!wal) return set_err(err, errlen, -EIO, "%s: cannot switch to WAL mode", path);
+    return 0;
+}
+
+/*
+ * Computes live_count and max_ts_at_open. This reads every leaf page of records (not the
+ * overflow pages of large values), so a damaged b-tree page (bad header, cell pointers or
+ * child page numbers) shows up here as SQLITE_CORRUPT and the open fails with -EIO; so does a
+ * damaged sqlite_schema, parsed by the first query. We do not run PRAGMA quick_check at open:
+ * it also verifies key order, overflow chains and the free list, but it reads every overflow
+ * page, i.e. every byte of every large value, at each restart (with 1M small records it cost
+ * 0.16 s against 0.12 s for this scan; with GiBs of values it costs a full read of them).
+ */
+static int load_counts(struct store *st, const char *path, char *err, size_t errlen)
+{
+    int64_t v[3]; /* live rows (NULL when empty), max(ts), largest negative ts */
+    bool null[3];
+    int rc = query_ints(st, max_ts_sql, v, 3, null);
+    if (rc != SQLITE_OK) return open_error(st, path, "count records", rc, err, errlen);
+    st->live_count = (uint64_t) v[0];
+    st->max_ts_at_open = !null[2] ? (uint64_t) v[2] : null[1] ? 0 : (uint64_t) v[1];
+    return 0;
+}
+
+/*
+ * Process-wide SQLite settings, applied before SQLite initializes itself (sqlite3_config is
+ * refused once it has, e.g. at a second store_open: then they are already in place or it is
+ * too late, and either way the store works). Single-threaded like the rest of the store.
+ */
+static void configure_library(void)
+{
+    static bool done;
+    if (done) return;
+    done = true;
+    int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    if (rc != SQLITE_OK && rc != SQLITE_MISUSE)
+        log_warn("store: sqlite3_config(MEMSTATUS): %s", sqlite3_errstr(rc));
+}
+
+int store_open(struct store **out, enum store_engine engine, const char *dir,
+               enum store_durability durability, char *err, size_t errlen)
+{
+    configure_library();
+    struct store *st = xcalloc(1, sizeof(*st));
+    char *path = NULL;
+    int rc = 0, sqlrc = SQLITE_OK;
+    buf_init(&st->scan_lo);
+    buf_init(&st->scan_hi);
+    st->engine = engine;
+    *out = NULL;
+    if (err && errlen) err[0] = '\0';
+
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+    if (engine == STORE_ENGINE_SQLITE) {
+        if (!dir || !*dir) {
+            rc = set_err(err, errlen, -EINVAL, "storage path is empty");
+            goto fail;
+        }
+        rc = mkdir_p(dir, err, errlen);
+        if (rc < 0) goto fail;
+        size_t n = strlen(dir) + sizeof("/" STORE_DB_FILE);
+        path = xmalloc(n);
+        (void) snprintf(path, n, "%s/%s", dir, STORE_DB_FILE);
+        rc = sniff_file(path, err, errlen);
+        if (rc < 0) goto fail;
+        /* Never create over an existing file: without SQLITE_OPEN_CREATE a file that vanished
+         * in between fails instead of being replaced. */
+        if (rc == 0) flags |= SQLITE_OPEN_CREATE;
+        rc = 0;
+    } else {
+        path = xstrdup(":memory:");
+        flags |= SQLITE_OPEN_CREATE | SQLITE_OPEN_MEMORY;
+    }
+
+    sqlrc = sqlite3_open_v2(path, &st->db, flags, NULL);
+    if (sqlrc == SQLITE_OK) sqlrc = sqlite3_extended_result_codes(st->db, 1);
+    if (sqlrc == SQLITE_OK) sqlrc = sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
+    /* Before the first read of the file; see the schema block. */
+    if (sqlrc == SQLITE_OK && engine == STORE_ENGINE_SQLITE)
+        sqlrc = exec_sql(st, "PRAGMA locking_mode = EXCLUSIVE");
+    if (sqlrc != SQLITE_OK) {
+        rc = open_error(st, path, "open", sqlrc, err, errlen);
+        goto fail;
+    }
+    /* READWRITE silently falls back to read-only on a write-protected file. */
+    if (sqlite3_db_readonly(st->db, "main") == 1) {
+        rc = set_err(err, errlen, -EACCES, "%s: permission denied (read-only file)", path);
+        goto fail;
+    }
+
+    int version = check_schema(st, path, err, errlen);
+    if (version < 0) {
+        rc = version;
+        goto fail;
+    }
+    rc = set_pragmas(st, durability, path, err, errlen);
+    if (rc == 0) rc = migrate(st, version, path, err, errlen); /* no-op when current */
+    if (rc < 0) goto fail;
+
+    for (int i = 0; i < STMT_COUNT; i++) {
+        sqlrc = sqlite3_prepare_v3(st->db, stmt_defs[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                   &st->stmt[i], NULL);
+        if (sqlrc != SQLITE_OK) {
+            rc = open_error(st, path, "prepare", sqlrc, err, errlen);
+            goto fail;
+        }
+    }
+    rc = load_counts(st, path, err, errlen);
+    if (rc < 0) goto fail;
+
+    free(path);
+    *out = st;
+    return 0;
+
+fail:
+    /* A refused file must stay byte-identical: no checkpoint of someone else's WAL on close. */
+    if (st->db) (void) sqlite3_db_config(st->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+    store_close(st);
+    free(path);
+    return rc < 0 ? rc : -EIO;
+}
+
+void store_close(struct store *st)
+{
+    if (!st) return;
+    if (st->db) {
+        release_pending(st);
+        store_rollback(st);
+        for (int i = 0; i < STMT_COUNT; i++) {
+            /* Every statement was reset after use, so finalize has no error to repeat. */
+            if (sqlite3_finalize(st->stmt[i]) != SQLITE_OK)
+                log_error("store: finalize: %s", sqlite3_errmsg(st->db));
+            st->stmt[i] = NULL;
+        }
+        if (sqlite3_close(st->db) != SQLITE_OK)
+            log_error("store: close: %s", sqlite3_errmsg(st->db)); /* the handle leaks */
+    }
+    buf_clear(&st->scan_lo);
+    buf_clear(&st->scan_hi);
+    free(st);
+}
+
+/* ---- transactions -------------------------------------------------------------------------- */
+
+/* Steps a statement that returns no rows. Returns 0 or -EIO (logged). */
+static int run(struct store *st, enum stmt_id id)
+{
+    sqlite3_stmt *s = st->stmt[id];
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE) return sql_fail(st, s, stmt_defs[id].op);
+    return finish(st, s, stmt_defs[id].op);
+}
+
+int store_begin(struct store *st)
+{
+    release_pending(st);
+    if (st->in_txn) return 0;
+    int rc = run(st, STMT_BEGIN);
+    if (rc < 0) return rc;
+    st->in_txn = true;
+    st->txn_failed = false;
+    st->live_count_at_begin = st->live_count;
+    return 0;
+}
+
+/* Ends the open transaction with ROLLBACK (unless SQLite already rolled it back) and restores
+ * the live count. */
+static void end_with_rollback(struct store *st)
+{
+    /* Some errors (SQLITE_FULL, IOERR, NOMEM) make SQLite roll back by itself. */
+    if (!sqlite3_get_autocommit(st->db)) (void) run(st, STMT_ROLLBACK); /* logs on failure */
+    st->in_txn = false;
+    st->txn_failed = false;
+    st->live_count = st->live_count_at_begin;
+}
+
+int store_commit(struct store *st)
+{
+    release_pending(st);
+    if (!st->in_txn) return 0;
+    if (st->txn_failed) {
+        log_error("store: commit: a write of this transaction failed, rolling back");
+        end_with_rollback(st);
+        return -EIO;
+    }
+    int rc = run(st, STMT_COMMIT);
+    if (rc < 0) {
+        end_with_rollback(st);
+        return rc;
+    }
+    st->in_txn = false;
+    return 0;
+}
+
+void store_rollback(struct store *st)
+{
+    release_pending(st);
+    if (st->in_txn) end_with_rollback(st);
+}
+
+bool store_in_txn(const struct store *st)
+{
+    return st->in_txn;
+}
+
+/* ---- reads --------------------------------------------------------------------------------- */
+
+int store_get(struct store *st, const uint8_t *key, size_t key_len, const uint8_t **value,
+              size_t *value_len)
+{
+    release_pending(st);
+    sqlite3_stmt *s = st->stmt[STMT_GET];
+    if (bind_bytes(s, 1, key, key_len) != SQLITE_OK) return sql_fail(st, s, "get");
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW && sqlite3_column_int64(s, 0) == 0) {
+        *value = column_bytes(s, 1, value_len);
+        st->pending = s; /* reset by the next call: *value points into the row */
+        return 1;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return sql_fail(st, s, "get");
+    return finish(st, s, "get"); /* absent or a tombstone: 0 */
+}
+
+int store_get_rec(struct store *st, const uint8_t *key, size_t key_len, struct store_rec *rec)
+{
+    release_pending(st);
+    sqlite3_stmt *s = st->stmt[STMT_GET_REC];
+    if (bind_bytes(s, 1, key, key_len) != SQLITE_OK) return sql_fail(st, s, "get_rec");
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) return finish(st, s, "get_rec");
+    if (rc != SQLITE_ROW) return sql_fail(st, s, "get_rec");
+    rec->key = key_len ? key : empty_bytes; /* the caller's bytes: equal to the stored key */
+    rec->key_len = key_len;
+    fill_rec(s, 0, true, rec);
+    st->pending = s;
+    return 1;
+}
+
+/* ---- writes -------------------------------------------------------------------------------- */
+
+/*
+ * Keeping the live count exact needs the previous tombstone state, which neither
+ * INSERT OR REPLACE nor an UPSERT's RETURNING can report (RETURNING sees the new row). So a put
+ * is a probe (one b-tree descent; the pages are then hot in the cache) followed by an UPDATE in
+ * place or an INSERT. That measured faster than INSERT OR REPLACE, which deletes and re-inserts
+ * the cell (see tools/store_bench.c).
+ */
+int store_put(struct store *st, const struct store_rec *rec)
+{
+    release_pending(st);
+    assert(st->in_txn); /* caller contract: writes happen inside store_begin/store_commit */
+    if (!st->in_txn) {
+        log_error("store: put: no open transaction");
+        return -EIO;
+    }
+    if (st->txn_failed) return -EIO; /* already logged; the transaction will be rolled back */
+
+    sqlite3_stmt *s = st->stmt[STMT_PROBE];
+    int rc = bind_bytes(s, 1, rec->key, rec->key_len);
+    if (rc == SQLITE_OK) rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) goto fail;
+    bool existed = rc == SQLITE_ROW;
+    bool was_live = existed && sqlite3_column_int64(s, 0) == 0;
+    if (finish(st, s, "put") < 0) goto poisoned;
+
+    s = st->stmt[existed ? STMT_UPDATE : STMT_INSERT];
+    rc = bind_bytes(s, 1, rec->key, rec->key_len);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, 2, rec->tombstone ? 1 : 0);
+    /* uint64 -> int64 keeps the bit pattern (two's complement), read back with a cast. */
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(s, 3, (sqlite3_int64) rec->ts);
+    if (rc == SQLITE_OK) rc = bind_bytes(s, 4, rec->op_id, STORE_OP_ID_BYTES);
+    if (rc == SQLITE_OK)
+        rc = rec->tombstone ? sqlite3_bind_null(s, 5)
+                            : bind_bytes(s, 5, rec->value, rec->value_len);
+    if (rc == SQLITE_OK) rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE) goto fail;
+    if (finish(st, s, "put") < 0) goto poisoned;
+
+    if (was_live && rec->tombstone)
+        st->live_count--;
+    else if (!was_live && !rec->tombstone)
+        st->live_count++;
+    return 0;
+
+fail:
+    (void) sql_fail(st, s, "put");
+poisoned:
+    st->txn_failed = true;
+    return -EIO;
+}
+
+/* ---- scans --------------------------------------------------------------------------------- */
+
+/* memcmp order with the shorter key first on a common prefix, as SQLite compares blobs. */
+static int key_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c) return c;
+    return alen < blen ? -1 : alen > blen;
+}
+
+/*
+ * The smallest key greater than every key starting with prefix: drop trailing 0xFF bytes and
+ * increment the last remaining one. Returns false when there is none (empty prefix, or only
+ * 0xFF bytes): the range is then unbounded above.
+ */
+static bool prefix_successor(const uint8_t *prefix, size_t len, struct buf *out)
+{
+    while (len > 0 && prefix[len - 1] == 0xFF)
+        len--;
+    if (len == 0) return false;
+    buf_reset(out);
+    buf_append(out, prefix, len);
+    out->data[len - 1]++;
+    return true;
+}
+
+int store_scan(struct store *st, const uint8_t *prefix, size_t prefix_len, const uint8_t *after,
+               size_t after_len, unsigned flags, store_scan_fn *fn, void *arg)
+{
+    release_pending(st);
+    bool keys_only = flags & STORE_SCAN_KEYS_ONLY;
+    bool live = flags & STORE_SCAN_LIVE;
+
+    /* Lower bound: the larger of prefix (inclusive) and after (exclusive). key > after is
+     * written key >= after || 0x00, the next key in blob order, so one statement shape does. */
+    const uint8_t *lo = prefix;
+    size_t lo_len = prefix_len;
+    if (after && key_cmp(after, after_len, prefix, prefix_len) >= 0) {
+        buf_reset(&st->scan_lo);
+        buf_append(&st->scan_lo, after, after_len);
+        buf_append(&st->scan_lo, "", 1);
+        lo = st->scan_lo.data;
+        lo_len = st->scan_lo.len;
+    }
+    bool bounded = prefix_successor(prefix, prefix_len, &st->scan_hi);
+    enum stmt_id id = keys_only ? (bounded ? STMT_SCAN_KEYS_HI : STMT_SCAN_KEYS)
+                                : (bounded ? STMT_SCAN_HI : STMT_SCAN);
+    sqlite3_stmt *s = st->stmt[id];
+    int rc = bind_bytes(s, 1, lo, lo_len);
+    if (rc == SQLITE_OK && bounded) rc = bind_bytes(s, 2, st->scan_hi.data, st->scan_hi.len);
+    if (rc != SQLITE_OK) return sql_fail(st, s, "scan");
+
+    int ret = 0;
+    st->in_scan = true;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        struct store_rec rec;
+        rec.key = column_bytes(s, 0, &rec.key_len);
+        fill_rec(s, 1, !keys_only, &rec);
+        if (live && rec.tombstone) continue;
+        ret = fn(arg, &rec);
+        if (ret != 0) break;
+    }
+    st->in_scan = false;
+    if (ret == 0 && rc != SQLITE_DONE) return sql_fail(st, s, "scan");
+    int frc = finish(st, s, "scan");
+    return ret != 0 ? ret : frc;
+}
+
+/* ---- accessors ----------------------------------------------------------------------------- */
+
+uint64_t store_live_count(const struct store *st)
+{
+    return st->live_count;
+}
+
+uint64_t store_max_ts_at_open(const struct store *st)
+{
+    return st->max_ts_at_open;
+}
+
+const char *store_engine_name(const struct store *st)
+{
+    return st->engine == STORE_ENGINE_MEMORY ? "memory" : "sqlite";
+}
