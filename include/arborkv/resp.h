@@ -31,6 +31,7 @@ struct resp_arg {
 struct resp_parser {
     int state;             /* internal: which header or payload is expected next */
     size_t pos;            /* bytes of the current frame already parsed */
+    size_t scan;           /* offset up to which the current header line holds no "\r\n" */
     int64_t nargs;         /* elements announced by the array header */
     int64_t bulk_len;      /* length announced by the current "$" header, or -1 */
     struct resp_arg *args; /* parsed arguments of the current frame; heap, owned */

@@ -1,0 +1,931 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conf: configuration defaults, a strict reader for the TOML subset MerkleKV's config files use,
+ * and the command line; see include/arborkv/conf.h and docs/configuration.md.
+ *
+ * The reader is a small recursive-descent parser over the whole file (at most CONF_MAX_FILE_BYTES)
+ * that tracks line numbers: [table] headers, `key = value` statements, comments, basic and
+ * literal strings, integers, booleans and arrays (which may span lines). Values of other TOML
+ * types (floats, dates, inline tables) are skipped as opaque when they belong to unknown keys and
+ * refused for known ones. Unknown keys and tables only add a warning; everything malformed is an
+ * error with its line. The module never logs: main.c prints errors and warnings.
+ */
+#include "arborkv/conf.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+
+#include "arborkv/buf.h"
+#include "arborkv/log.h"
+#include "arborkv/mem.h"
+
+#define CONF_MAX_FILE_BYTES (1024 * 1024) /* a config file larger than this is refused */
+#define CONF_MAX_DEPTH      16            /* nesting of arrays / inline tables */
+
+enum vtype { V_STR, V_INT, V_BOOL, V_ARRAY, V_OTHER };
+
+struct value {
+    enum vtype type;      /* what was parsed */
+    char *str;            /* V_STR: NUL-terminated, heap */
+    int64_t i;            /* V_INT */
+    bool b;               /* V_BOOL */
+    char **items;         /* V_ARRAY of strings: NULL-terminated, heap; NULL if not all strings */
+    size_t nitems;        /* V_ARRAY: elements */
+    bool all_strings;     /* V_ARRAY: every element was a string */
+};
+
+struct parser {
+    const char *p, *end;   /* cursor and end of the file text */
+    int line;              /* current line, 1-based */
+    const char *path;      /* file name for errors */
+    struct conf_error *err;
+    struct conf *c;
+    char table[128];       /* current [table], "" at top level */
+    struct buf seen;       /* "table\0key\0" pairs already assigned, to refuse duplicates */
+};
+
+static void set_err(struct conf_error *err, const char *file, int line, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+
+static void set_err(struct conf_error *err, const char *file, int line, const char *fmt, ...)
+{
+    (void) snprintf(err->file, sizeof(err->file), "%s", file);
+    err->line = line;
+    va_list ap;
+    va_start(ap, fmt);
+    (void) vsnprintf(err->reason, sizeof(err->reason), fmt, ap);
+    va_end(ap);
+}
+
+static void value_clear(struct value *v)
+{
+    free(v->str);
+    if (v->items)
+        for (size_t i = 0; i < v->nitems; i++)
+            free(v->items[i]);
+    free(v->items);
+    memset(v, 0, sizeof(*v));
+}
+
+static void free_list(char **list)
+{
+    if (!list) return;
+    for (char **p = list; *p; p++)
+        free(*p);
+    free(list);
+}
+
+void conf_init(struct conf *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->host = xstrdup("127.0.0.1");
+    c->port = 7379;
+    c->storage_path = xstrdup("data");
+    c->engine = CONF_ENGINE_SQLITE;
+    c->sync_interval_seconds = 60;
+    c->fsync = CONF_FSYNC_NORMAL;
+    c->max_clients = 10000;
+    c->client_output_limit = 64 * 1024 * 1024;
+    c->log_level = LOG_INFO;
+    c->mqtt_broker = xstrdup("127.0.0.1");
+    c->mqtt_port = 1883;
+    c->topic_prefix = xstrdup("arborkv");
+    c->ae_enabled = true;
+    c->ae_interval_seconds = 10;
+}
+
+void conf_clear(struct conf *c)
+{
+    free(c->host);
+    free(c->storage_path);
+    free(c->node_id);
+    free(c->mqtt_broker);
+    free(c->topic_prefix);
+    free(c->client_id);
+    free(c->client_password);
+    free(c->mqtt_username);
+    free_list(c->repl_peer_list);
+    free_list(c->ae_peer_list);
+    free_list(c->warnings);
+    memset(c, 0, sizeof(*c));
+}
+
+static void add_warning(struct conf *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void add_warning(struct conf *c, const char *fmt, ...)
+{
+    struct buf b;
+    buf_init(&b);
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    c->warnings = xrealloc(c->warnings, (c->nwarnings + 2) * sizeof(*c->warnings));
+    c->warnings[c->nwarnings++] = (char *) b.data;
+    c->warnings[c->nwarnings] = NULL;
+}
+
+/* ---- values: validation shared by the file and the command line ---- */
+
+/* Each setter returns NULL on success or a static/formatted reason on failure (into why). */
+typedef const char *setter_fn(struct conf *c, const struct value *v, char *why, size_t whylen);
+
+static const char *want_str(const struct value *v)
+{
+    return v->type == V_STR ? NULL : "must be a string";
+}
+
+static void replace(char **dst, const char *s)
+{
+    free(*dst);
+    *dst = s ? xstrdup(s) : NULL;
+}
+
+static const char *int_range(const struct value *v, int64_t lo, int64_t hi, char *why, size_t n)
+{
+    if (v->type == V_INT && v->i >= lo && v->i <= hi) return NULL;
+    (void) snprintf(why, n, "must be an integer in %lld..%lld", (long long) lo, (long long) hi);
+    return why;
+}
+
+static const char *set_host(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    if (want_str(v)) return want_str(v);
+    if (!*v->str) return "must not be empty";
+    replace(&c->host, v->str);
+    return NULL;
+}
+
+static const char *set_port(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    const char *e = int_range(v, 0, 65535, why, n);
+    if (!e) c->port = (int) v->i;
+    return e;
+}
+
+static const char *set_storage_path(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    if (want_str(v)) return want_str(v);
+    if (!*v->str) return "must not be empty";
+    replace(&c->storage_path, v->str);
+    return NULL;
+}
+
+static const char *set_engine(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    static const char *const msg = "must be one of sqlite, memory (aliases: sled, rwlock, kv)";
+    if (v->type != V_STR) return msg;
+    if (!strcmp(v->str, "sqlite") || !strcmp(v->str, "sled")) c->engine = CONF_ENGINE_SQLITE;
+    else if (!strcmp(v->str, "memory") || !strcmp(v->str, "rwlock") || !strcmp(v->str, "kv"))
+        c->engine = CONF_ENGINE_MEMORY;
+    else return msg;
+    return NULL;
+}
+
+static const char *set_sync_interval(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    const char *e = int_range(v, 1, 86400 * 365, why, n);
+    if (!e) c->sync_interval_seconds = (int) v->i;
+    return e;
+}
+
+static const char *set_fsync(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    if (v->type == V_STR && !strcmp(v->str, "normal")) c->fsync = CONF_FSYNC_NORMAL;
+    else if (v->type == V_STR && !strcmp(v->str, "always")) c->fsync = CONF_FSYNC_ALWAYS;
+    else return "must be \"normal\" or \"always\"";
+    return NULL;
+}
+
+static const char *set_max_clients(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    const char *e = int_range(v, 1, 1000000, why, n);
+    if (!e) c->max_clients = (int) v->i;
+    return e;
+}
+
+static const char *set_output_limit(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    const char *e = int_range(v, 1024, INT64_MAX, why, n);
+    if (!e) c->client_output_limit = v->i;
+    return e;
+}
+
+static const char *set_log_level(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    enum log_level l;
+    if (v->type != V_STR || log_level_parse(v->str, &l) < 0)
+        return "must be one of debug, info, warn, error";
+    c->log_level = (int) l;
+    return NULL;
+}
+
+/* A node id becomes an MQTT topic level: printable ASCII without '/', '+', '#' or spaces. */
+static const char *check_topic_level(const char *s)
+{
+    if (!*s) return "must not be empty";
+    if (strlen(s) > 128) return "must be at most 128 characters";
+    for (const char *p = s; *p; p++)
+        if (*p <= ' ' || *p > '~' || *p == '/' || *p == '+' || *p == '#')
+            return "must be printable ASCII without spaces, '/', '+' or '#'";
+    return NULL;
+}
+
+static const char *set_node_id(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    if (want_str(v)) return want_str(v);
+    const char *e = check_topic_level(v->str);
+    if (!e) replace(&c->node_id, v->str);
+    return e;
+}
+
+static const char *set_repl_enabled(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    if (v->type != V_BOOL) return "must be true or false";
+    c->repl_enabled = v->b;
+    return NULL;
+}
+
+static const char *set_broker(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    if (want_str(v)) return want_str(v);
+    if (!*v->str) return "must not be empty";
+    replace(&c->mqtt_broker, v->str);
+    return NULL;
+}
+
+static const char *set_mqtt_port(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    const char *e = int_range(v, 1, 65535, why, n);
+    if (!e) c->mqtt_port = (int) v->i;
+    return e;
+}
+
+static const char *set_topic_prefix(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    if (want_str(v)) return want_str(v);
+    if (!*v->str) return "must not be empty";
+    for (const char *p = v->str; *p; p++)
+        if (*p == '+' || *p == '#') return "must not contain MQTT wildcards '+' or '#'";
+    replace(&c->topic_prefix, v->str);
+    return NULL;
+}
+
+static const char *set_client_id(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    if (want_str(v)) return want_str(v);
+    const char *e = check_topic_level(v->str);
+    if (!e) replace(&c->client_id, v->str);
+    return e;
+}
+
+static const char *set_password(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    if (want_str(v)) return want_str(v);
+    replace(&c->client_password, v->str);
+    return NULL;
+}
+
+static const char *set_username(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    if (want_str(v)) return want_str(v);
+    replace(&c->mqtt_username, v->str);
+    return NULL;
+}
+
+static const char *set_list(char ***dst, const struct value *v)
+{
+    if (v->type != V_ARRAY || !v->all_strings) return "must be an array of strings";
+    free_list(*dst);
+    *dst = xcalloc(v->nitems + 1, sizeof(**dst));
+    for (size_t i = 0; i < v->nitems; i++)
+        (*dst)[i] = xstrdup(v->items[i]);
+    return NULL;
+}
+
+static const char *set_repl_peers(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    return set_list(&c->repl_peer_list, v);
+}
+
+static const char *set_ae_enabled(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    if (v->type != V_BOOL) return "must be true or false";
+    c->ae_enabled = v->b;
+    return NULL;
+}
+
+static const char *set_ae_interval(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    const char *e = int_range(v, 1, 86400, why, n);
+    if (!e) c->ae_interval_seconds = (int) v->i;
+    return e;
+}
+
+static const char *set_ae_peers(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    return set_list(&c->ae_peer_list, v);
+}
+
+struct key_def {
+    const char *table; /* "" for top level */
+    const char *key;
+    setter_fn *set;
+};
+
+static const struct key_def keys[] = {
+    { "", "host", set_host },
+    { "", "port", set_port },
+    { "", "storage_path", set_storage_path },
+    { "", "engine", set_engine },
+    { "", "sync_interval_seconds", set_sync_interval },
+    { "", "fsync", set_fsync },
+    { "", "max_clients", set_max_clients },
+    { "", "client_output_limit", set_output_limit },
+    { "", "log_level", set_log_level },
+    { "", "node_id", set_node_id },
+    { "replication", "enabled", set_repl_enabled },
+    { "replication", "mqtt_broker", set_broker },
+    { "replication", "mqtt_port", set_mqtt_port },
+    { "replication", "topic_prefix", set_topic_prefix },
+    { "replication", "client_id", set_client_id },
+    { "replication", "client_password", set_password },
+    { "replication", "username", set_username },
+    { "replication", "peer_list", set_repl_peers },
+    { "anti_entropy", "enabled", set_ae_enabled },
+    { "anti_entropy", "interval_seconds", set_ae_interval },
+    { "anti_entropy", "peer_list", set_ae_peers },
+};
+
+static const struct key_def *find_key(const char *table, const char *key)
+{
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (!strcmp(keys[i].table, table) && !strcmp(keys[i].key, key)) return &keys[i];
+    return NULL;
+}
+
+static bool known_table(const char *table)
+{
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (!strcmp(keys[i].table, table)) return true;
+    return false;
+}
+
+/* ---- the TOML subset ---- */
+
+static int perr(struct parser *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int perr(struct parser *ps, const char *fmt, ...)
+{
+    (void) snprintf(ps->err->file, sizeof(ps->err->file), "%s", ps->path);
+    ps->err->line = ps->line;
+    va_list ap;
+    va_start(ap, fmt);
+    (void) vsnprintf(ps->err->reason, sizeof(ps->err->reason), fmt, ap);
+    va_end(ap);
+    return -EINVAL;
+}
+
+static void skip_blank(struct parser *ps)
+{
+    while (ps->p < ps->end && (*ps->p == ' ' || *ps->p == '\t'))
+        ps->p++;
+}
+
+/* Skips blanks, comments and newlines (inside arrays). */
+static void skip_space_nl(struct parser *ps)
+{
+    for (;;) {
+        skip_blank(ps);
+        if (ps->p < ps->end && *ps->p == '#') {
+            while (ps->p < ps->end && *ps->p != '\n')
+                ps->p++;
+        }
+        if (ps->p < ps->end && *ps->p == '\r' && ps->p + 1 < ps->end && ps->p[1] == '\n') ps->p++;
+        if (ps->p < ps->end && *ps->p == '\n') {
+            ps->p++;
+            ps->line++;
+            continue;
+        }
+        return;
+    }
+}
+
+/* After a statement: blanks, an optional comment, then a newline or the end of the file. */
+static int end_of_statement(struct parser *ps)
+{
+    skip_blank(ps);
+    if (ps->p < ps->end && *ps->p == '#')
+        while (ps->p < ps->end && *ps->p != '\n')
+            ps->p++;
+    if (ps->p < ps->end && *ps->p == '\r') ps->p++;
+    if (ps->p >= ps->end) return 0;
+    if (*ps->p != '\n') return perr(ps, "unexpected text after value: '%.20s'", ps->p);
+    ps->p++;
+    ps->line++;
+    return 0;
+}
+
+static void put_utf8(struct buf *b, uint32_t cp)
+{
+    uint8_t u[4];
+    size_t n;
+    if (cp < 0x80) {
+        u[0] = (uint8_t) cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        u[0] = (uint8_t) (0xC0 | (cp >> 6));
+        u[1] = (uint8_t) (0x80 | (cp & 0x3F));
+        n = 2;
+    } else if (cp < 0x10000) {
+        u[0] = (uint8_t) (0xE0 | (cp >> 12));
+        u[1] = (uint8_t) (0x80 | ((cp >> 6) & 0x3F));
+        u[2] = (uint8_t) (0x80 | (cp & 0x3F));
+        n = 3;
+    } else {
+        u[0] = (uint8_t) (0xF0 | (cp >> 18));
+        u[1] = (uint8_t) (0x80 | ((cp >> 12) & 0x3F));
+        u[2] = (uint8_t) (0x80 | ((cp >> 6) & 0x3F));
+        u[3] = (uint8_t) (0x80 | (cp & 0x3F));
+        n = 4;
+    }
+    buf_append(b, u, n);
+}
+
+/* Parses a basic ("...") or literal ('...') string at ps->p into a **new** C string. */
+static int parse_string(struct parser *ps, char **out)
+{
+    char q = *ps->p++;
+    struct buf b;
+    buf_init(&b);
+    buf_append(&b, "", 0);
+    if (ps->end - ps->p >= 2 && ps->p[0] == q && ps->p[1] == q) {
+        buf_clear(&b);
+        return perr(ps, "multi-line strings are not supported");
+    }
+    for (;;) {
+        if (ps->p >= ps->end || *ps->p == '\n') {
+            buf_clear(&b);
+            return perr(ps, "unterminated string");
+        }
+        char ch = *ps->p++;
+        if (ch == q) break;
+        if (ch == '\\' && q == '"') {
+            if (ps->p >= ps->end) {
+                buf_clear(&b);
+                return perr(ps, "unterminated string");
+            }
+            char e = *ps->p++;
+            const char *simple = strchr("btnfr\"\\", e);
+            if (e && simple) {
+                static const char map[] = "\b\t\n\f\r\"\\";
+                buf_append(&b, &map[simple - "btnfr\"\\"], 1);
+            } else if (e == 'u' || e == 'U') {
+                int nd = e == 'u' ? 4 : 8;
+                uint32_t cp = 0;
+                for (int i = 0; i < nd; i++) {
+                    char h = ps->p < ps->end ? *ps->p : 0;
+                    int d = h >= '0' && h <= '9'   ? h - '0'
+                            : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                            : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                                   : -1;
+                    if (d < 0) {
+                        buf_clear(&b);
+                        return perr(ps, "invalid \\%c escape: expected %d hex digits", e, nd);
+                    }
+                    cp = cp * 16 + (uint32_t) d;
+                    ps->p++;
+                }
+                if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+                    buf_clear(&b);
+                    return perr(ps, "invalid unicode escape U+%04X", cp);
+                }
+                put_utf8(&b, cp);
+            } else {
+                buf_clear(&b);
+                return perr(ps, "invalid escape sequence '\\%c'", e ? e : '0');
+            }
+            continue;
+        }
+        if ((unsigned char) ch < 0x20 && ch != '\t') {
+            buf_clear(&b);
+            return perr(ps, "control character in string");
+        }
+        buf_append(&b, &ch, 1);
+    }
+    if (memchr(b.data, '\0', b.len)) {
+        buf_clear(&b);
+        return perr(ps, "string contains a NUL character");
+    }
+    *out = (char *) b.data;
+    return 0;
+}
+
+static bool is_bare(char ch)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+           ch == '_' || ch == '-';
+}
+
+static int parse_value(struct parser *ps, struct value *v, int depth);
+
+static int parse_array(struct parser *ps, struct value *v, int depth)
+{
+    ps->p++; /* '[' */
+    v->type = V_ARRAY;
+    v->all_strings = true;
+    for (;;) {
+        skip_space_nl(ps);
+        if (ps->p >= ps->end) return perr(ps, "unterminated array");
+        if (*ps->p == ']') {
+            ps->p++;
+            return 0;
+        }
+        struct value item = { 0 };
+        int rc = parse_value(ps, &item, depth + 1);
+        if (rc < 0) {
+            value_clear(&item);
+            return rc;
+        }
+        if (item.type == V_STR) {
+            v->items = xrealloc(v->items, (v->nitems + 2) * sizeof(*v->items));
+            v->items[v->nitems++] = item.str;
+            v->items[v->nitems] = NULL;
+            item.str = NULL;
+        } else {
+            v->all_strings = false;
+        }
+        value_clear(&item);
+        skip_space_nl(ps);
+        if (ps->p < ps->end && *ps->p == ',') {
+            ps->p++;
+            continue;
+        }
+        if (ps->p < ps->end && *ps->p == ']') continue;
+        return perr(ps, "expected ',' or ']' in array");
+    }
+}
+
+/* Inline tables and other TOML types are skipped as opaque (allowed only for unknown keys). */
+static int skip_inline_table(struct parser *ps, int depth)
+{
+    ps->p++; /* '{' */
+    for (;;) {
+        skip_blank(ps);
+        if (ps->p >= ps->end || *ps->p == '\n') return perr(ps, "unterminated inline table");
+        if (*ps->p == '}') {
+            ps->p++;
+            return 0;
+        }
+        if (*ps->p == '"' || *ps->p == '\'') {
+            char *s;
+            int rc = parse_string(ps, &s);
+            if (rc < 0) return rc;
+            free(s);
+        } else if (*ps->p == '[' || *ps->p == '{') {
+            struct value item = { 0 };
+            int rc = parse_value(ps, &item, depth + 1);
+            value_clear(&item);
+            if (rc < 0) return rc;
+        } else {
+            ps->p++;
+        }
+    }
+}
+
+static int parse_value(struct parser *ps, struct value *v, int depth)
+{
+    if (depth > CONF_MAX_DEPTH) return perr(ps, "values nested too deeply");
+    if (ps->p >= ps->end || *ps->p == '\n' || *ps->p == '#') return perr(ps, "missing value");
+    char ch = *ps->p;
+    if (ch == '"' || ch == '\'') {
+        v->type = V_STR;
+        return parse_string(ps, &v->str);
+    }
+    if (ch == '[') return parse_array(ps, v, depth);
+    if (ch == '{') {
+        v->type = V_OTHER;
+        return skip_inline_table(ps, depth);
+    }
+    const char *start = ps->p;
+    while (ps->p < ps->end && (is_bare(*ps->p) || *ps->p == '+' || *ps->p == '.' ||
+                                      *ps->p == ':'))
+        ps->p++;
+    size_t n = (size_t) (ps->p - start);
+    if (n == 0) return perr(ps, "invalid value starting with '%c'", ch);
+    if ((n == 4 && !memcmp(start, "true", 4)) || (n == 5 && !memcmp(start, "false", 5))) {
+        v->type = V_BOOL;
+        v->b = n == 4;
+        return 0;
+    }
+    /* Integer: [+-]digits with single '_' between digits; no leading zeros (TOML). */
+    size_t i = 0;
+    bool neg = false;
+    if (start[0] == '+' || start[0] == '-') {
+        neg = start[0] == '-';
+        i = 1;
+    }
+    bool is_int = i < n;
+    uint64_t acc = 0;
+    bool overflow = false;
+    for (size_t j = i; j < n && is_int; j++) {
+        char d = start[j];
+        if (d == '_') {
+            if (j == i || j + 1 == n || start[j + 1] == '_') is_int = false;
+            continue;
+        }
+        if (d < '0' || d > '9') {
+            is_int = false;
+            break;
+        }
+        if (acc > (UINT64_MAX - (uint64_t) (d - '0')) / 10) overflow = true;
+        else acc = acc * 10 + (uint64_t) (d - '0');
+    }
+    if (is_int && start[i] == '0' && n - i > 1) is_int = false;
+    if (is_int) {
+        if (overflow || acc > (uint64_t) INT64_MAX + (neg ? 1 : 0))
+            return perr(ps, "integer out of range");
+        v->type = V_INT;
+        v->i = neg ? (int64_t) (0 - acc) : (int64_t) acc;
+        return 0;
+    }
+    /* A float, date or time: kept opaque; a known key refuses it with its own reason. */
+    v->type = V_OTHER;
+    return 0;
+}
+
+static int parse_key(struct parser *ps, char *out, size_t outlen)
+{
+    struct buf b;
+    buf_init(&b);
+    for (;;) {
+        skip_blank(ps);
+        if (ps->p < ps->end && (*ps->p == '"' || *ps->p == '\'')) {
+            char *s;
+            int rc = parse_string(ps, &s);
+            if (rc < 0) {
+                buf_clear(&b);
+                return rc;
+            }
+            buf_append_str(&b, s);
+            free(s);
+        } else {
+            const char *start = ps->p;
+            while (ps->p < ps->end && is_bare(*ps->p))
+                ps->p++;
+            if (ps->p == start) {
+                buf_clear(&b);
+                return perr(ps, "expected a key");
+            }
+            buf_append(&b, start, (size_t) (ps->p - start));
+        }
+        skip_blank(ps);
+        if (ps->p < ps->end && *ps->p == '.') { /* dotted key: kept joined, warned as unknown */
+            ps->p++;
+            buf_append(&b, ".", 1);
+            continue;
+        }
+        break;
+    }
+    if (b.len >= outlen) {
+        buf_clear(&b);
+        return perr(ps, "key too long");
+    }
+    memcpy(out, b.data, b.len + 1);
+    buf_clear(&b);
+    return 0;
+}
+
+static bool mark_seen(struct parser *ps, const char *table, const char *key)
+{
+    size_t tl = strlen(table), kl = strlen(key);
+    for (size_t pos = 0; pos < ps->seen.len;) {
+        const char *t = (const char *) ps->seen.data + pos;
+        const char *k = t + strlen(t) + 1;
+        if (!strcmp(t, table) && !strcmp(k, key)) return false;
+        pos += strlen(t) + 1 + strlen(k) + 1;
+    }
+    buf_append(&ps->seen, table, tl + 1);
+    buf_append(&ps->seen, key, kl + 1);
+    return true;
+}
+
+static int parse_statement(struct parser *ps)
+{
+    if (*ps->p == '[') {
+        ps->p++;
+        if (ps->p < ps->end && *ps->p == '[') return perr(ps, "arrays of tables are not supported");
+        char name[128];
+        int rc = parse_key(ps, name, sizeof(name));
+        if (rc < 0) return rc;
+        if (ps->p >= ps->end || *ps->p != ']') return perr(ps, "expected ']' after table name");
+        ps->p++;
+        if (!mark_seen(ps, name, "")) return perr(ps, "table [%s] defined twice", name);
+        (void) snprintf(ps->table, sizeof(ps->table), "%s", name);
+        if (!known_table(name)) add_warning(ps->c, "%s:%d: unknown table [%s]", ps->path, ps->line, name);
+        return end_of_statement(ps);
+    }
+    char key[128];
+    int rc = parse_key(ps, key, sizeof(key));
+    if (rc < 0) return rc;
+    if (ps->p >= ps->end || *ps->p != '=') return perr(ps, "expected '=' after key '%s'", key);
+    ps->p++;
+    skip_blank(ps);
+    int line = ps->line;
+    struct value v = { 0 };
+    rc = parse_value(ps, &v, 0);
+    if (rc == 0 && !mark_seen(ps, ps->table, key))
+        rc = perr(ps, "duplicate key '%s'", key);
+    if (rc == 0) {
+        const struct key_def *d = find_key(ps->table, key);
+        if (!d) {
+            if (known_table(ps->table))
+                add_warning(ps->c, "%s:%d: unknown key '%s'%s%s%s", ps->path, line, key,
+                        *ps->table ? " in [" : "", ps->table, *ps->table ? "]" : "");
+        } else {
+            char why[128];
+            const char *e = d->set(ps->c, &v, why, sizeof(why));
+            if (e) {
+                ps->line = line;
+                rc = perr(ps, "%s%s%s %s", *ps->table ? ps->table : "", *ps->table ? "." : "",
+                        key, e);
+            }
+        }
+    }
+    value_clear(&v);
+    return rc < 0 ? rc : end_of_statement(ps);
+}
+
+int conf_load_file(struct conf *c, const char *path, struct conf_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        int e = errno;
+        set_err(err, path, 0, "cannot open config file: %s", strerror(e));
+        return e == ENOENT ? -ENOENT : -EIO;
+    }
+    struct buf text;
+    buf_init(&text);
+    char chunk[8192];
+    size_t n;
+    int rc = 0;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        buf_append(&text, chunk, n);
+        if (text.len > CONF_MAX_FILE_BYTES) {
+            set_err(err, path, 0, "config file larger than %d bytes", CONF_MAX_FILE_BYTES);
+            rc = -EINVAL;
+            break;
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        set_err(err, path, 0, "cannot read config file: %s", strerror(errno));
+        rc = -EIO;
+    }
+    (void) fclose(f);
+    if (rc == 0 && text.len && memchr(text.data, '\0', text.len)) {
+        set_err(err, path, 0, "config file contains NUL bytes (is it a text file?)");
+        rc = -EINVAL;
+    }
+    struct parser ps = { .p = (const char *) text.data, .end = (const char *) text.data + text.len,
+        .line = 1, .path = path, .err = err, .c = c };
+    buf_init(&ps.seen);
+    if (ps.p && ps.end - ps.p >= 3 && !memcmp(ps.p, "\xEF\xBB\xBF", 3)) ps.p += 3; /* UTF-8 BOM */
+    while (rc == 0 && ps.p && ps.p < ps.end) {
+        skip_space_nl(&ps);
+        if (ps.p >= ps.end) break;
+        rc = parse_statement(&ps);
+    }
+    buf_clear(&ps.seen);
+    buf_clear(&text);
+    return rc;
+}
+
+/* ---- command line ---- */
+
+struct opt_def {
+    const char *name;
+    const char *table;
+    const char *key;
+    enum vtype type;
+};
+
+static const struct opt_def opts[] = {
+    { "--host", "", "host", V_STR },
+    { "--port", "", "port", V_INT },
+    { "--storage-path", "", "storage_path", V_STR },
+    { "--engine", "", "engine", V_STR },
+    { "--node-id", "", "node_id", V_STR },
+    { "--log-level", "", "log_level", V_STR },
+};
+
+const char *conf_config_path(int argc, char **argv, bool *bad)
+{
+    const char *path = NULL;
+    *bad = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config")) {
+            if (i + 1 >= argc) {
+                *bad = true;
+                return NULL;
+            }
+            path = argv[++i];
+        } else if (!strncmp(argv[i], "--config=", 9)) {
+            path = argv[i] + 9;
+        }
+    }
+    return path;
+}
+
+int conf_apply_args(struct conf *c, int argc, char **argv, const char **action,
+        struct conf_error *err)
+{
+    *action = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            *action = "help";
+            return 1;
+        }
+        if (!strcmp(a, "--version") || !strcmp(a, "-V")) {
+            *action = "version";
+            return 1;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t) (eq - a) : strlen(a);
+        if (nlen == 8 && !strncmp(a, "--config", 8)) {
+            if (!eq) i++;
+            continue;
+        }
+        const struct opt_def *o = NULL;
+        for (size_t j = 0; j < sizeof(opts) / sizeof(opts[0]) && !o; j++)
+            if (strlen(opts[j].name) == nlen && !strncmp(opts[j].name, a, nlen)) o = &opts[j];
+        if (!o) {
+            set_err(err, "command line", 0, "unknown option '%.*s' (see --help)", (int) nlen, a);
+            return -EINVAL;
+        }
+        const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!val) {
+            set_err(err, "command line", 0, "option '%s' requires a value", o->name);
+            return -EINVAL;
+        }
+        struct value v = { .type = V_STR, .str = (char *) val };
+        if (o->type == V_INT) {
+            char *end;
+            errno = 0;
+            long long n = strtoll(val, &end, 10);
+            v.type = (*val && !*end && errno == 0) ? V_INT : V_OTHER;
+            v.i = n;
+            v.str = NULL;
+        }
+        char why[128];
+        const char *e = find_key(o->table, o->key)->set(c, &v, why, sizeof(why));
+        if (e) {
+            set_err(err, "command line", 0, "%s %s", o->name, e);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+void conf_print_usage(const char *prog)
+{
+    printf("arborkv %s: a replicated key-value store (line protocol and RESP2 on one port)\n\n"
+           "usage: %s [--config PATH] [--host H] [--port N] [--storage-path DIR]\n"
+           "          [--engine sqlite|memory] [--node-id ID] [--log-level L] [--version] [--help]\n\n"
+           "  --config PATH        TOML configuration file (MerkleKV format accepted)\n"
+           "  --host H             listen address (default 127.0.0.1)\n"
+           "  --port N             listen port (default 7379; 0 picks a free one)\n"
+           "  --storage-path DIR   data directory (default ./data)\n"
+           "  --engine E           sqlite (default) or memory; aliases sled, rwlock, kv\n"
+           "  --node-id ID         node id (default <hostname>-<port>)\n"
+           "  --log-level L        debug, info (default), warn, error\n"
+           "  --version            print the version and exit\n"
+           "  --help               print this help and exit\n\n"
+           "Command-line options override the file, which overrides the defaults.\n"
+           "See docs/configuration.md for every key.\n",
+            ARBORKV_VERSION, prog);
+}
