@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conn: the TCP listener and client connections: non-blocking sockets, input and output buffers,
+ * protocol detection (first byte '*' -> RESP2, else line protocol, protocol.md intro), framing,
+ * per-client limits, and the group commit that makes replies durable before they leave.
+ *
+ * Replies are never written while commands run. Handlers append to c->out; the loop's before-sleep
+ * hook (conn_before_sleep) commits the turn's transaction first and only then writes every pending
+ * output buffer (redis beforeSleep order). A failed commit replaces the turn's replies with an
+ * error and closes those clients, so nothing is acknowledged that is not durable.
+ *
+ * Limits: a client whose unsent output exceeds CONN_SOFT_OUTPUT_BYTES stops being read and its
+ * pipelined input is not processed until it drains (backpressure); over the configured output
+ * limit (one huge reply) it is disconnected. Input is bounded by the protocol limits.
+ *
+ * THREADING: event-loop thread only. A connection is never freed inside its own callback: it is
+ * marked closing and freed by the reaper at the end of the turn.
+ */
+#ifndef ARBORKV_CONN_H
+#define ARBORKV_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arborkv/buf.h"
+#include "arborkv/line.h"
+#include "arborkv/resp.h"
+
+#define CONN_LISTEN_BACKLOG    1024             /* >= 511 as the issue requires */
+#define CONN_READ_CHUNK        (64 * 1024)      /* bytes read per readable event */
+#define CONN_SOFT_OUTPUT_BYTES (1024 * 1024)    /* pause reading above this much unsent output */
+
+struct server;
+
+enum conn_proto { CONN_PROTO_UNKNOWN = 0, CONN_PROTO_LINE, CONN_PROTO_RESP };
+
+enum conn_flags {
+    CONN_CLOSE_AFTER_REPLY = 1 << 0, /* close once out is flushed (QUIT, protocol error) */
+    CONN_CLOSING = 1 << 1,           /* unregistered, queued for the reaper */
+    CONN_PENDING = 1 << 2,           /* on server->pending */
+    CONN_RAN = 1 << 3,               /* ran a command this turn; turn_mark is valid */
+    CONN_EOF = 1 << 4,               /* peer closed its sending side */
+    CONN_REJECT = 1 << 5,            /* over max_clients: answer the first request with an error */
+    CONN_IN_MULTI = 1 << 6,          /* RESP MULTI: queueing commands */
+    CONN_PAUSED = 1 << 7,            /* input left unprocessed because of unsent output */
+};
+
+struct multi_state; /* cmd.c's queued MULTI commands */
+
+struct conn {
+    struct server *srv;         /* owning server */
+    uint64_t id;                /* unique client id (CLIENT LIST) */
+    int fd;                     /* socket, -1 after close */
+    char addr[64];              /* "ip:port" of the peer */
+    enum conn_proto proto;      /* chosen by the first byte received */
+    unsigned flags;             /* enum conn_flags */
+    unsigned mask;              /* LOOP_READ|LOOP_WRITE currently registered */
+    struct buf in;              /* received, not yet consumed bytes */
+    struct buf out;             /* reply bytes; out_pos..len not yet written */
+    size_t out_pos;             /* bytes of out already written */
+    size_t turn_mark;           /* out.len before this turn's first command (CONN_RAN) */
+    struct line_parser lp;      /* line framing state */
+    struct line_cmd lcmd;       /* parsed line request (argv storage reused) */
+    struct resp_parser rp;      /* RESP framing state */
+    struct slice *argv;         /* RESP argv storage, reused */
+    size_t argv_cap;            /* entries in argv */
+    char *name;                 /* CLIENT SETNAME, heap or NULL */
+    struct multi_state *multi;  /* queued MULTI commands (CONN_IN_MULTI), cmd.c owns it */
+    uint64_t created_us;        /* loop_now_us() at accept */
+    uint64_t last_cmd_us;       /* loop_now_us() of the last command */
+    struct conn *prev, *next;   /* server->clients list */
+    struct conn *pending_next;  /* server->pending list */
+    struct conn *closing_next;  /* server->closing list */
+};
+
+/* Opens the listening socket on host:port and registers it. Returns 0 or -errno (logged). */
+int conn_listen(struct server *srv, const char *host, int port);
+/* Stops accepting (closes the listener). */
+void conn_stop_listening(struct server *srv);
+
+/* Before-sleep hook: group commit, then flush replies, then free closed connections. */
+void conn_before_sleep(struct server *srv);
+
+/* Marks c to be closed once its pending output is written. */
+void conn_close_after_reply(struct conn *c);
+
+/* Shutdown: best-effort flush of every client's output within timeout_us, then close them all. */
+void conn_close_all(struct server *srv, uint64_t timeout_us);
+
+/* Bytes of output not yet written. */
+static inline size_t conn_unsent(const struct conn *c)
+{
+    return c->out.len - c->out_pos;
+}
+
+#endif

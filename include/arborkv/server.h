@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * server: the context object the event-loop thread passes to the connection and command layers.
+ *
+ * It holds the service objects (loop, store, clock), the client list, the counters of STATS and
+ * INFO, and the handful of configuration values those layers need (copied from struct conf by
+ * main.c, so neither layer depends on the config module). There is exactly one per process, but
+ * it is passed explicitly, never reached through a global.
+ *
+ * THREADING: owned by the event-loop thread.
+ */
+#ifndef ARBORKV_SERVER_H
+#define ARBORKV_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arborkv/hlc.h"
+
+struct loop;
+struct store;
+struct conn;
+
+/* Command families counted by STATS (protocol.md §4), in output order. */
+enum stat_cat {
+    STAT_GET,
+    STAT_SCAN,
+    STAT_PING,
+    STAT_ECHO,
+    STAT_FLUSHDB,
+    STAT_MEMORY,
+    STAT_CLIENTLIST,
+    STAT_EXISTS,
+    STAT_DBSIZE,
+    STAT_SET,
+    STAT_DELETE,
+    STAT_NUMERIC,
+    STAT_STRING,
+    STAT_BULK,
+    STAT_STAT,
+    STAT_SYNC,
+    STAT_HASH,
+    STAT_REPLICATE,
+    STAT_MANAGEMENT,
+    STAT_NONE, /* counted in total_commands only */
+    STAT_NCATS
+};
+
+struct server_stats {
+    uint64_t total_connections;       /* connections accepted since start */
+    uint64_t rejected_connections;    /* refused because max_clients was reached */
+    uint64_t total_commands;          /* parsed commands, counted before they run */
+    uint64_t by_cat[STAT_NCATS];      /* per family, see enum stat_cat */
+    uint64_t commits;                 /* group commits done */
+    uint64_t commit_failures;         /* group commits that failed (replies turned into errors) */
+    uint64_t output_limit_disconnects; /* clients dropped for exceeding client_output_limit */
+    uint64_t protocol_errors;         /* connections closed for a protocol error */
+};
+
+struct server {
+    struct loop *loop;         /* event loop (borrowed from main) */
+    struct store *store;       /* record store (borrowed from main) */
+    struct hlc hlc;            /* hybrid logical clock for local writes */
+    const char *node_id;       /* [borrow] this node's id, from the config */
+    const char *engine_name;   /* "sqlite" or "memory" */
+    const char *fsync_name;    /* "normal" or "always" */
+    int listen_fd;             /* listening socket, -1 once closed */
+    int port;                  /* bound TCP port (the real one when 0 was configured) */
+    size_t max_clients;        /* connections beyond this are refused */
+    size_t output_limit;       /* bytes of unsent output before a client is dropped */
+    struct conn *clients;      /* doubly linked list of live connections */
+    size_t nclients;           /* entries in clients */
+    uint64_t next_client_id;   /* last client id handed out */
+    struct conn *pending;      /* singly linked: conns with output or work this turn */
+    struct conn *closing;      /* singly linked: conns to free after the turn */
+    bool txn_failed;           /* a store write failed this turn: roll back, error the turn */
+    bool stopping;             /* SHUTDOWN or a signal: stop once replies are flushed */
+    bool resume_armed;         /* a zero-delay timer is armed to resume buffered work */
+    uint64_t start_us;         /* loop_now_us() at start */
+    uint64_t start_unix_s;     /* wall clock at start, seconds */
+    struct server_stats stats; /* counters for STATS/INFO */
+    void *cmd_state;           /* command layer's private state (SCAN cursors); cmd.c owns it */
+};
+
+#endif

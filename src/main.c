@@ -1,0 +1,204 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main: arguments and configuration, wiring of the modules, signals, and the orderly shutdown.
+ *
+ * Startup: config (defaults < file < command line; errors exit 2), open the store (refusing a
+ * corrupt or foreign database), seed the clock from the largest stored timestamp, listen, run.
+ * Shutdown (SIGTERM, SIGINT or SHUTDOWN): stop accepting, let the before-sleep hook commit and
+ * flush the last turn, give slow clients up to SHUTDOWN_FLUSH_US to take their replies, close the
+ * store, exit 0.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "config.h"
+
+#include "arborkv/cmd.h"
+#include "arborkv/conf.h"
+#include "arborkv/conn.h"
+#include "arborkv/hlc.h"
+#include "arborkv/log.h"
+#include "arborkv/loop.h"
+#include "arborkv/mem.h"
+#include "arborkv/server.h"
+#include "arborkv/store.h"
+
+#define SHUTDOWN_FLUSH_US 500000 /* time given to clients to read their last replies */
+#define EXIT_CONFIG       2      /* bad configuration or command line */
+
+static void on_signal(struct loop *l, int fd, unsigned events, void *arg)
+{
+    struct server *srv = arg;
+    struct signalfd_siginfo si;
+    UNUSED(events);
+    while (read(fd, &si, sizeof(si)) == (ssize_t) sizeof(si)) {
+        log_info("received %s, shutting down", strsignal((int) si.ssi_signo));
+        srv->stopping = true;
+    }
+    conn_stop_listening(srv);
+    UNUSED(l);
+}
+
+static void before_sleep(struct loop *l, void *arg)
+{
+    struct server *srv = arg;
+    conn_before_sleep(srv);
+    if (srv->stopping) {
+        conn_stop_listening(srv);
+        loop_stop(l);
+    }
+}
+
+/* Lets the process hold max_clients sockets plus the store and a margin. */
+static void raise_fd_limit(size_t max_clients)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    rlim_t want = (rlim_t) max_clients + 64;
+    if (rl.rlim_cur >= want) return;
+    rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        log_warn("cannot raise the open-file limit: %s", strerror(errno));
+    if (rl.rlim_cur < want)
+        log_warn("open-file limit %llu is below max_clients + 64; raise it (ulimit -n)",
+                (unsigned long long) rl.rlim_cur);
+}
+
+static int config_error(const struct conf_error *err)
+{
+    if (err->line > 0) fprintf(stderr, "%s:%d: %s\n", err->file, err->line, err->reason);
+    else fprintf(stderr, "%s: %s\n", err->file, err->reason);
+    return EXIT_CONFIG;
+}
+
+/* Default node id: "<hostname>-<port>", with characters unusable in an MQTT topic level mapped
+ * to '_'; stable across restarts of the same node, which MQTT persistent sessions need. */
+static char *default_node_id(const struct conf *c)
+{
+    char host[256] = "arborkv";
+    if (gethostname(host, sizeof(host) - 1) != 0) (void) snprintf(host, sizeof(host), "arborkv");
+    host[sizeof(host) - 1] = '\0';
+    char *id = xmalloc(strlen(host) + 16);
+    (void) sprintf(id, "%s-%d", host, c->port);
+    for (char *p = id; *p; p++)
+        if (*p == '/' || *p == '+' || *p == '#' || *p <= ' ' || *p > '~') *p = '_';
+    return id;
+}
+
+int main(int argc, char **argv)
+{
+    struct conf conf;
+    struct conf_error err;
+    struct server srv;
+    struct loop *loop = NULL;
+    struct store *store = NULL;
+    char *node_id = NULL;
+    int status = 1, sfd = -1;
+    memset(&err, 0, sizeof(err));
+    memset(&srv, 0, sizeof(srv));
+    srv.listen_fd = -1;
+    conf_init(&conf);
+
+    bool bad = false;
+    const char *path = conf_config_path(argc, argv, &bad);
+    const char *action = NULL;
+    if (bad) {
+        fprintf(stderr, "command line: option '--config' requires a value\n");
+        status = EXIT_CONFIG;
+        goto out;
+    }
+    if (path && conf_load_file(&conf, path, &err) < 0) {
+        status = config_error(&err);
+        goto out;
+    }
+    int rc = conf_apply_args(&conf, argc, argv, &action, &err);
+    if (rc < 0) {
+        status = config_error(&err);
+        goto out;
+    }
+    if (rc == 1) {
+        if (strcmp(action, "version") == 0) printf("arborkv %s\n", ARBORKV_VERSION);
+        else conf_print_usage(argv[0]);
+        status = 0;
+        goto out;
+    }
+    log_threshold = (enum log_level) conf.log_level;
+    for (size_t i = 0; i < conf.nwarnings; i++)
+        log_warn("config: %s", conf.warnings[i]);
+
+    if (sodium_init() < 0) {
+        log_error("libsodium failed to initialize");
+        goto out;
+    }
+    (void) signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit((size_t) conf.max_clients);
+
+    char why[512] = "";
+    enum store_engine engine =
+            conf.engine == CONF_ENGINE_MEMORY ? STORE_ENGINE_MEMORY : STORE_ENGINE_SQLITE;
+    rc = store_open(&store, engine, conf.storage_path,
+            conf.fsync == CONF_FSYNC_ALWAYS ? STORE_DURABLE_POWER : STORE_DURABLE_PROCESS, why,
+            sizeof(why));
+    if (rc < 0) {
+        log_error("cannot open the store: %s", why);
+        goto out;
+    }
+
+    loop = loop_new();
+    if (!loop) {
+        log_error("cannot create the event loop: %s", strerror(errno));
+        goto out;
+    }
+    node_id = conf.node_id ? xstrdup(conf.node_id)
+                           : conf.client_id ? xstrdup(conf.client_id) : default_node_id(&conf);
+    srv.loop = loop;
+    srv.store = store;
+    srv.node_id = node_id;
+    srv.engine_name = store_engine_name(store);
+    srv.fsync_name = conf.fsync == CONF_FSYNC_ALWAYS ? "always" : "normal";
+    srv.max_clients = (size_t) conf.max_clients;
+    srv.output_limit = (size_t) conf.client_output_limit;
+    srv.start_us = loop_now_us();
+    srv.start_unix_s = hlc_wall_ns() / 1000000000ULL;
+    hlc_init(&srv.hlc, store_max_ts_at_open(store), HLC_DEFAULT_MAX_SKEW_NS);
+    cmd_init(&srv);
+
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    if (sigprocmask(SIG_BLOCK, &mask, NULL) != 0 ||
+            (sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0 ||
+            loop_add_fd(loop, sfd, LOOP_READ, on_signal, &srv) < 0) {
+        log_error("cannot set up signal handling: %s", strerror(errno));
+        goto out;
+    }
+    if (conn_listen(&srv, conf.host, conf.port) < 0) goto out;
+    loop_set_before_sleep(loop, before_sleep, &srv);
+    log_info("arborkv %s node %s listening on %s:%d (engine %s, fsync %s)", ARBORKV_VERSION,
+            node_id, conf.host, srv.port, srv.engine_name, srv.fsync_name);
+
+    loop_run(loop);
+
+    conn_stop_listening(&srv);
+    conn_close_all(&srv, SHUTDOWN_FLUSH_US);
+    status = 0;
+    log_info("shutdown complete");
+
+out:
+    if (sfd >= 0) (void) close(sfd);
+    if (srv.cmd_state) cmd_free(&srv);
+    store_close(store);
+    loop_free(loop);
+    free(node_id);
+    conf_clear(&conf);
+    return status;
+}
