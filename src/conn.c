@@ -272,10 +272,9 @@ static void process_input(struct conn *c)
 {
     size_t pos = 0;
     bool eof = (c->flags & CONN_EOF) != 0;
-    if (c->in.len == 0) return;
-    if (c->proto == CONN_PROTO_UNKNOWN)
+    if (c->in.len && c->proto == CONN_PROTO_UNKNOWN)
         c->proto = c->in.data[0] == '*' ? CONN_PROTO_RESP : CONN_PROTO_LINE;
-    if (c->flags & CONN_REJECT) {
+    if (c->in.len && (c->flags & CONN_REJECT)) {
         static const char msg[] = "max number of clients reached";
         protocol_error(c, msg, sizeof(msg) - 1);
         buf_reset(&c->in);

@@ -127,6 +127,15 @@ int resp_parser_next(struct resp_parser *p, const uint8_t *data, size_t len, siz
         int rc;
         switch (p->state) {
         case ST_ARRAY_HDR:
+            if (p->pos == 0 && len > 0 && (data[0] == '\r' || data[0] == '\n')) {
+                /* Blank lines between frames are skipped, as Redis does (redis-cli --pipe
+                 * sends "\r\n" before its final ECHO). */
+                size_t n = 0;
+                while (n < len && (data[n] == '\r' || data[n] == '\n')) n++;
+                *consumed = n;
+                p->argc = 0;
+                return 1;
+            }
             rc = header(p, data, len, '*', &v, &end);
             if (rc <= 0) return rc;
             if (v > RESP_MAX_ARGS || v < -1)

@@ -49,7 +49,8 @@ void resp_parser_clear(struct resp_parser *p);
  * after a 0 return the caller calls again with the same start and more bytes appended).
  * Returns 1 when a whole frame is ready: p->argc arguments in p->args (offsets relative to data)
  * and *consumed = frame size; the next call starts a new frame at data + *consumed.
- * An empty array ("*0\r\n") yields 1 with argc 0 (callers skip it, as Redis does).
+ * An empty array ("*0\r\n") or a run of blank lines between frames yields 1 with argc 0
+ * (callers skip it, as Redis does).
  * Returns 0 when more bytes are needed, or <0 (-EBADMSG or -E2BIG) on a protocol error, with
  * p->errstr set; the error is sticky until resp_parser_init/clear.
  */
