@@ -14,9 +14,7 @@
  *   get-miss    store_get of an absent key (one that sorts next to a present one)
  *   scan        store_scan over everything, KEYS_ONLY | LIVE, per key
  *   reopen      store_close + store_open of the full database (live count and max ts scan)
- * Not part of the test suite; build by hand, e.g.
- *   cc -O2 -std=gnu11 -D_GNU_SOURCE -Iinclude tools/store_bench.c src/store.c src/buf.c \
- *      src/mem.c src/log.c -lsqlite3 -o /tmp/store_bench
+ * Not part of the test suite; built by meson as build/tools/store_bench.
  */
 #include "arborkv/store.h"
 
