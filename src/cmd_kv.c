@@ -52,7 +52,7 @@ int kv_write(struct server *srv, const uint8_t *key, size_t key_len, const uint8
         struct store_rec rec = { .key = key, .key_len = key_len, .value = tombstone ? NULL : value,
             .value_len = tombstone ? 0 : value_len, .tombstone = tombstone,
             .ts = ts ? ts : hlc_now(&srv->hlc, hlc_wall_ns()) };
-        randombytes_buf(rec.op_id, sizeof(rec.op_id));
+        opid_next(&srv->opids, rec.op_id);
         rc = store_put(srv->store, &rec);
     }
     /* The turn's transaction can no longer be trusted: conn.c rolls it back and withdraws

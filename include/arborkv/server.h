@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "arborkv/hlc.h"
+#include "arborkv/opid.h"
 
 struct loop;
 struct store;
@@ -62,6 +63,7 @@ struct server {
     struct loop *loop;         /* event loop (borrowed from main) */
     struct store *store;       /* record store (borrowed from main) */
     struct hlc hlc;            /* hybrid logical clock for local writes */
+    struct opid_pool opids;    /* random op_ids of local writes */
     const char *node_id;       /* [borrow] this node's id, from the config */
     const char *engine_name;   /* "sqlite" or "memory" */
     const char *fsync_name;    /* "normal" or "always" */
