@@ -263,6 +263,25 @@ def test_help_flag(tmp_path):
         assert opt in out, (opt, out)
 
 
+def test_help_and_version_ignore_an_unusable_config(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("port = \"x\"\n")
+    for flag, want in (("--help", "usage"), ("--version", "arborkv ")):
+        for cfg in (bad, tmp_path / "missing.toml"):
+            cp = run_arborkv(["--config", cfg, flag], tmp_path)
+            assert cp.returncode == 0, (flag, cfg, cp.stderr)
+            assert want in cp.stdout.decode().lower(), cp.stdout
+
+
+def test_trailing_garbage_error_stays_on_one_line(tmp_path):
+    cfg = tmp_path / "a.toml"
+    cfg.write_text('port = 7379\nengine = "memory" x\nhost = "127.0.0.1"\n')
+    cp = run_arborkv(["--config", cfg], tmp_path)
+    assert cp.returncode == 2
+    err = cp.stderr.decode()
+    assert f"{cfg}:2: unexpected text after value: 'x'\n" in err, err
+
+
 @pytest.mark.parametrize("engine,persistent", [("sqlite", True), ("sled", True),
                                                ("memory", False), ("rwlock", False),
                                                ("kv", False)])

@@ -441,7 +441,11 @@ static int end_of_statement(struct parser *ps)
             ps->p++;
     if (ps->p < ps->end && *ps->p == '\r') ps->p++;
     if (ps->p >= ps->end) return 0;
-    if (*ps->p != '\n') return perr(ps, "unexpected text after value: '%.20s'", ps->p);
+    if (*ps->p != '\n') {
+        int n = 0; /* quote at most 20 bytes, and never past the end of the line */
+        while (n < 20 && ps->p + n < ps->end && ps->p[n] != '\n' && ps->p[n] != '\r') n++;
+        return perr(ps, "unexpected text after value: '%.*s'", n, ps->p);
+    }
     ps->p++;
     ps->line++;
     return 0;

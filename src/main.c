@@ -115,6 +115,19 @@ int main(int argc, char **argv)
         status = EXIT_CONFIG;
         goto out;
     }
+    /* --help and --version answer even when the file named by --config is unusable. */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) break;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) action = "help";
+        else if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-V")) action = "version";
+        if (action) break;
+    }
+    if (action) {
+        if (strcmp(action, "version") == 0) printf("arborkv %s\n", ARBORKV_VERSION);
+        else conf_print_usage(argv[0]);
+        status = 0;
+        goto out;
+    }
     if (path && conf_load_file(&conf, path, &err) < 0) {
         status = config_error(&err);
         goto out;
