@@ -1,0 +1,1375 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Unit tests for conf: the defaults, a MerkleKV config.toml, every TOML feature of the subset
+ * (docs/configuration.md), unknown keys and tables as warnings, every error with its line and
+ * reason, and the command line (conf_apply_args, conf_config_path).
+ * Each case writes its files into its own mkdtemp() directory and removes it at the end.
+ */
+#include "arborkv/conf.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "arborkv/buf.h"
+#include "arborkv/log.h"
+#include "harness.h"
+
+/* ---- helpers ---- */
+
+static char tmp_root[64];
+
+static void make_tmp(void)
+{
+    snprintf(tmp_root, sizeof(tmp_root), "/tmp/arborkv-conf-XXXXXX");
+    ASSERT(mkdtemp(tmp_root) != NULL);
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void) sb;
+    (void) flag;
+    (void) ftw;
+    return remove(path) == 0 ? 0 : -1;
+}
+
+static void rm_tmp(void)
+{
+    ASSERT_OK(nftw(tmp_root, rm_one, 16, FTW_DEPTH | FTW_PHYS));
+}
+
+/* Returns a path under the test's temporary directory (static buffer, one of four). */
+static const char *tmp_path(const char *rel)
+{
+    static char bufs[4][256];
+    static int next;
+    char *b = bufs[next++ % 4];
+    snprintf(b, sizeof(bufs[0]), "%s/%s", tmp_root, rel);
+    return b;
+}
+
+/* Writes len bytes to name in the temporary directory and returns its path. */
+static const char *write_file(const char *name, const void *data, size_t len)
+{
+    const char *path = tmp_path(name);
+    FILE *f = fopen(path, "wb");
+    ASSERT(f != NULL);
+    ASSERT_EQ(fwrite(data, 1, len, f), len);
+    ASSERT_OK(fclose(f));
+    return path;
+}
+
+static void dump_err(const struct conf_error *err)
+{
+    fprintf(stderr, "  error: %s:%d: %s\n", err->file, err->line, err->reason);
+}
+
+/* Writes text to a file and loads it over c; the load must succeed. Returns the file's path. */
+static const char *load_ok_at(int at, struct conf *c, const char *text)
+{
+    const char *path = write_file("ok.toml", text, strlen(text));
+    struct conf_error err;
+    memset(&err, 0, sizeof(err));
+    int rc = conf_load_file(c, path, &err);
+    if (rc != 0) {
+        fprintf(stderr, "%s:%d: expected the file to load, got rc %d\n", __FILE__, at, rc);
+        dump_err(&err);
+        abort();
+    }
+    return path;
+}
+
+/* Loads text over fresh defaults; it must fail with -EINVAL, the given line and exactly reason. */
+static void expect_err_at(int at, const char *text, int line, const char *reason)
+{
+    struct conf c;
+    conf_init(&c);
+    const char *path = write_file("bad.toml", text, strlen(text));
+    struct conf_error err;
+    memset(&err, 0, sizeof(err));
+    int rc = conf_load_file(&c, path, &err);
+    if (rc != -EINVAL || err.line != line || strcmp(err.reason, reason) != 0 ||
+        strcmp(err.file, path) != 0) {
+        fprintf(stderr, "%s:%d: expected %s:%d: %s (rc %d), got rc %d\n", __FILE__, at, path, line,
+                reason, -EINVAL, rc);
+        dump_err(&err);
+        abort();
+    }
+    conf_clear(&c);
+}
+
+#define LOAD_OK(c, text)               load_ok_at(__LINE__, (c), (text))
+#define EXPECT_ERR(text, line, reason) expect_err_at(__LINE__, (text), (line), (reason))
+
+/* Checks warnings[i] == the formatted text. */
+static void expect_warning_at(int at, const struct conf *c, size_t i, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+
+static void expect_warning_at(int at, const struct conf *c, size_t i, const char *fmt, ...)
+{
+    struct buf want;
+    buf_init(&want);
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&want, fmt, ap);
+    va_end(ap);
+    if (i >= c->nwarnings || strcmp(c->warnings[i], (const char *) want.data) != 0) {
+        fprintf(stderr, "%s:%d: warning %zu: want \"%s\", got \"%s\" (%zu warnings)\n", __FILE__,
+                at, i, (const char *) want.data, i < c->nwarnings ? c->warnings[i] : "(none)",
+                c->nwarnings);
+        abort();
+    }
+    buf_clear(&want);
+}
+
+#define EXPECT_WARNING(c, i, ...) expect_warning_at(__LINE__, (c), (i), __VA_ARGS__)
+
+/* Checks a NULL-terminated string list against the NULL-terminated want list. */
+static void expect_list_at(int at, char **list, const char *const *want)
+{
+    size_t i = 0;
+    bool same = list != NULL;
+    for (; same && want[i]; i++)
+        same = list[i] && strcmp(list[i], want[i]) == 0;
+    if (!same || list[i] != NULL) {
+        fprintf(stderr, "%s:%d: list mismatch at entry %zu\n", __FILE__, at, i);
+        for (size_t j = 0; list && list[j]; j++)
+            fprintf(stderr, "  got[%zu] = \"%s\"\n", j, list[j]);
+        abort();
+    }
+}
+
+#define EXPECT_LIST(list, ...) \
+    expect_list_at(__LINE__, (list), (const char *const[]){ __VA_ARGS__, NULL })
+
+/* A heap copy of an argument vector, "arborkv" first, as main receives it. */
+struct args {
+    int argc;
+    char **argv;
+};
+
+static struct args make_args(const char *const *list)
+{
+    struct args a = { 1, NULL };
+    while (list[a.argc - 1])
+        a.argc++;
+    a.argv = calloc((size_t) a.argc + 1, sizeof(*a.argv));
+    ASSERT(a.argv != NULL);
+    a.argv[0] = strdup("arborkv");
+    for (int i = 1; i < a.argc; i++)
+        a.argv[i] = strdup(list[i - 1]);
+    return a;
+}
+
+static void free_args(struct args *a)
+{
+    for (int i = 0; i < a->argc; i++)
+        free(a->argv[i]);
+    free(a->argv);
+}
+
+/* Runs conf_apply_args over c with the listed arguments. */
+static int apply_list(struct conf *c, const char **action, struct conf_error *err,
+                      const char *const *list)
+{
+    struct args a = make_args(list);
+    memset(err, 0, sizeof(*err));
+    *action = "not reset";
+    int rc = conf_apply_args(c, a.argc, a.argv, action, err);
+    free_args(&a);
+    return rc;
+}
+
+#define APPLY(c, action, err, ...) \
+    apply_list((c), (action), (err), (const char *const[]){ __VA_ARGS__, NULL })
+
+/* The arguments must be refused with exactly reason, attributed to the command line. */
+static void expect_args_err_at(int at, const char *reason, const char *const *list)
+{
+    struct conf c;
+    conf_init(&c);
+    const char *action;
+    struct conf_error err;
+    int rc = apply_list(&c, &action, &err, list);
+    if (rc != -EINVAL || strcmp(err.reason, reason) != 0 || strcmp(err.file, "command line") != 0 ||
+        err.line != 0) {
+        fprintf(stderr, "%s:%d: expected command line error \"%s\", got rc %d\n", __FILE__, at,
+                reason, rc);
+        dump_err(&err);
+        abort();
+    }
+    ASSERT(action == NULL);
+    conf_clear(&c);
+}
+
+#define EXPECT_ARGS_ERR(reason, ...) \
+    expect_args_err_at(__LINE__, (reason), (const char *const[]){ __VA_ARGS__, NULL })
+
+/* ---- defaults ---- */
+
+static void check_defaults(const struct conf *c)
+{
+    ASSERT_STR_EQ(c->host, "127.0.0.1");
+    ASSERT_EQ(c->port, 7379);
+    ASSERT_STR_EQ(c->storage_path, "data");
+    ASSERT_EQ(c->engine, CONF_ENGINE_SQLITE);
+    ASSERT_EQ(c->sync_interval_seconds, 60);
+    ASSERT_EQ(c->fsync, CONF_FSYNC_NORMAL);
+    ASSERT_EQ(c->max_clients, 10000);
+    ASSERT_EQ(c->client_output_limit, 64 * 1024 * 1024);
+    ASSERT_EQ(c->log_level, LOG_INFO);
+    ASSERT(c->node_id == NULL);
+    ASSERT(!c->repl_enabled);
+    ASSERT_STR_EQ(c->mqtt_broker, "127.0.0.1");
+    ASSERT_EQ(c->mqtt_port, 1883);
+    ASSERT_STR_EQ(c->topic_prefix, "arborkv");
+    ASSERT(c->client_id == NULL);
+    ASSERT(c->client_password == NULL);
+    ASSERT(c->mqtt_username == NULL);
+    ASSERT(c->repl_peer_list == NULL);
+    ASSERT(c->ae_enabled);
+    ASSERT_EQ(c->ae_interval_seconds, 10);
+    ASSERT(c->ae_peer_list == NULL);
+    ASSERT(c->warnings == NULL);
+    ASSERT_EQ(c->nwarnings, 0);
+}
+
+TEST(defaults)
+{
+    struct conf c;
+    conf_init(&c);
+    check_defaults(&c);
+    conf_clear(&c);
+}
+
+TEST(empty_and_comment_only_files_keep_defaults)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, "");
+    check_defaults(&c);
+    LOAD_OK(&c, "\n\n   \n\t\n");
+    LOAD_OK(&c, "# only a comment");
+    LOAD_OK(&c, "# one\n\n  # two\r\n\t# three\n");
+    LOAD_OK(&c, "\xEF\xBB\xBF"); /* just a byte-order mark */
+    check_defaults(&c);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(clear_is_idempotent)
+{
+    struct conf c;
+    conf_init(&c);
+    conf_clear(&c);
+    conf_clear(&c);
+    ASSERT(c.host == NULL);
+    conf_init(&c); /* usable again */
+    ASSERT_STR_EQ(c.host, "127.0.0.1");
+    conf_clear(&c);
+}
+
+/* ---- MerkleKV file ---- */
+
+static const char merklekv_toml[] = "# MerkleKV configuration\n"
+                                    "host = \"0.0.0.0\"\n"
+                                    "port = 7380\n"
+                                    "storage_path = \"/var/lib/merkle_kv\"\n"
+                                    "engine = \"sled\"\n"
+                                    "sync_interval_seconds = 30\n"
+                                    "\n"
+                                    "[replication]\n"
+                                    "enabled = true\n"
+                                    "mqtt_broker = \"broker.example.com\"\n"
+                                    "mqtt_port = 8883\n"
+                                    "topic_prefix = \"merkle_kv\"\n"
+                                    "client_id = \"node1\"\n"
+                                    "client_password = \"s3cret\"\n"
+                                    "peer_list = [\"10.0.0.2:7379\", \"10.0.0.3:7379\"]\n"
+                                    "\n"
+                                    "[anti_entropy]\n"
+                                    "enabled = false\n"
+                                    "interval_seconds = 120\n"
+                                    "peer_list = [\n"
+                                    "    \"10.0.0.4:7379\",\n"
+                                    "    \"10.0.0.5:7379\",   # trailing comma is fine\n"
+                                    "]\n";
+
+TEST(merklekv_file)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, merklekv_toml);
+    ASSERT_STR_EQ(c.host, "0.0.0.0");
+    ASSERT_EQ(c.port, 7380);
+    ASSERT_STR_EQ(c.storage_path, "/var/lib/merkle_kv");
+    ASSERT_EQ(c.engine, CONF_ENGINE_SQLITE);
+    ASSERT_EQ(c.sync_interval_seconds, 30);
+    ASSERT(c.repl_enabled);
+    ASSERT_STR_EQ(c.mqtt_broker, "broker.example.com");
+    ASSERT_EQ(c.mqtt_port, 8883);
+    ASSERT_STR_EQ(c.topic_prefix, "merkle_kv");
+    ASSERT_STR_EQ(c.client_id, "node1");
+    ASSERT_STR_EQ(c.client_password, "s3cret");
+    EXPECT_LIST(c.repl_peer_list, "10.0.0.2:7379", "10.0.0.3:7379");
+    ASSERT(!c.ae_enabled);
+    ASSERT_EQ(c.ae_interval_seconds, 120);
+    EXPECT_LIST(c.ae_peer_list, "10.0.0.4:7379", "10.0.0.5:7379");
+    /* No warnings, and the keys the file does not set keep their defaults. */
+    ASSERT_EQ(c.nwarnings, 0);
+    ASSERT(c.warnings == NULL);
+    ASSERT_EQ(c.fsync, CONF_FSYNC_NORMAL);
+    ASSERT_EQ(c.max_clients, 10000);
+    ASSERT_EQ(c.client_output_limit, 64 * 1024 * 1024);
+    ASSERT_EQ(c.log_level, LOG_INFO);
+    ASSERT(c.node_id == NULL);
+    ASSERT(c.mqtt_username == NULL);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(arborkv_keys)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, "fsync = \"always\"\n"
+                "max_clients = 500\n"
+                "client_output_limit = 1_048_576\n"
+                "log_level = \"debug\"\n"
+                "node_id = \"db1-7379\"\n"
+                "[replication]\n"
+                "username = \"user\"\n");
+    ASSERT_EQ(c.fsync, CONF_FSYNC_ALWAYS);
+    ASSERT_EQ(c.max_clients, 500);
+    ASSERT_EQ(c.client_output_limit, 1048576);
+    ASSERT_EQ(c.log_level, LOG_DEBUG);
+    ASSERT_STR_EQ(c.node_id, "db1-7379");
+    ASSERT_STR_EQ(c.mqtt_username, "user");
+    LOAD_OK(&c, "fsync = \"normal\"\nlog_level = \"WARNING\"\n");
+    ASSERT_EQ(c.fsync, CONF_FSYNC_NORMAL);
+    ASSERT_EQ(c.log_level, LOG_WARN);
+    LOAD_OK(&c, "log_level = \"Warn\"");
+    ASSERT_EQ(c.log_level, LOG_WARN);
+    LOAD_OK(&c, "log_level = \"ERROR\"");
+    ASSERT_EQ(c.log_level, LOG_ERROR);
+    LOAD_OK(&c, "log_level = 'info'");
+    ASSERT_EQ(c.log_level, LOG_INFO);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(later_file_overrides_earlier)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, merklekv_toml);
+    LOAD_OK(&c, "host = \"10.1.1.1\"\n"
+                "[replication]\n"
+                "peer_list = [\"only\"]\n"
+                "client_id = \"node2\"\n"
+                "[anti_entropy]\n"
+                "peer_list = []\n");
+    ASSERT_STR_EQ(c.host, "10.1.1.1");
+    ASSERT_EQ(c.port, 7380); /* untouched by the second file */
+    ASSERT_STR_EQ(c.client_id, "node2");
+    EXPECT_LIST(c.repl_peer_list, "only");
+    ASSERT(c.ae_peer_list != NULL); /* an empty list, not "unset" */
+    ASSERT(c.ae_peer_list[0] == NULL);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+/* ---- TOML features ---- */
+
+TEST(comments_blank_lines_crlf_and_bom)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, "\xEF\xBB\xBF# leading comment\r\n"
+                "\r\n"
+                "   # indented comment\n"
+                "port = 1234 # trailing comment\r\n"
+                "host=\"h\"#no spaces\n"
+                "\t storage_path \t = \t 'd' \t\n"
+                "[replication] # after a header\r\n"
+                "\tenabled = true\t# tab\n"
+                "peer_list = [ # comment after '['\r\n"
+                "  \"a\", # one\r\n"
+                "  # a whole line\r\n"
+                "\r\n"
+                "  \"b\" # two, no comma\r\n"
+                "] # after ']'\r\n"
+                "# no newline at the end");
+    ASSERT_EQ(c.port, 1234);
+    ASSERT_STR_EQ(c.host, "h");
+    ASSERT_STR_EQ(c.storage_path, "d");
+    ASSERT(c.repl_enabled);
+    EXPECT_LIST(c.repl_peer_list, "a", "b");
+    ASSERT_EQ(c.nwarnings, 0);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(literal_strings)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, "storage_path = 'C:\\data\\n\\u0041'\n"
+                "host = '\"quoted\"'\n"
+                "[replication]\n"
+                "client_password = 'a # not a comment'\n"
+                "username = ''\n"
+                "mqtt_broker = 'tab\there'\n");
+    ASSERT_STR_EQ(c.storage_path, "C:\\data\\n\\u0041"); /* no escapes */
+    ASSERT_STR_EQ(c.host, "\"quoted\"");
+    ASSERT_STR_EQ(c.client_password, "a # not a comment");
+    ASSERT_STR_EQ(c.mqtt_username, "");
+    ASSERT_STR_EQ(c.mqtt_broker, "tab\there");
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(basic_string_escapes)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, "[replication]\n"
+                "client_password = \"a\\bb\\tc\\nd\\fe\\rf\\\"g\\\\h\"\n"
+                "username = \"tab\there # not a comment\"\n");
+    ASSERT_STR_EQ(c.client_password, "a\bb\tc\nd\fe\rf\"g\\h");
+    ASSERT_STR_EQ(c.mqtt_username, "tab\there # not a comment");
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(unicode_escapes)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, "[replication]\n"
+                "client_password = \"\\u0041\\u00e9\\u00E9\\u07FF\\u0800\\uD7FF\\uE000\\uFFFF\"\n"
+                "username = \"\\U00000041\\U0001F600\\U0010FFFF\\U0001f600x\"\n");
+    ASSERT_STR_EQ(c.client_password, "A"
+                                     "\xc3\xa9"
+                                     "\xc3\xa9"
+                                     "\xdf\xbf"
+                                     "\xe0\xa0\x80"
+                                     "\xed\x9f\xbf"
+                                     "\xee\x80\x80"
+                                     "\xef\xbf\xbf");
+    ASSERT_STR_EQ(c.mqtt_username, "A"
+                                   "\xf0\x9f\x98\x80"
+                                   "\xf4\x8f\xbf\xbf"
+                                   "\xf0\x9f\x98\x80"
+                                   "x");
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(integers)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, "port = +8_080\n"
+                "max_clients = 1_000\n"
+                "sync_interval_seconds = 31_536_000\n"
+                "client_output_limit = 9_223_372_036_854_775_807\n"
+                "unknown_min = -9_223_372_036_854_775_808\n"
+                "unknown_neg = -42\n");
+    ASSERT_EQ(c.port, 8080);
+    ASSERT_EQ(c.max_clients, 1000);
+    ASSERT_EQ(c.sync_interval_seconds, 31536000);
+    ASSERT_EQ(c.client_output_limit, INT64_MAX);
+    LOAD_OK(&c, "port = -0");
+    ASSERT_EQ(c.port, 0);
+    LOAD_OK(&c, "port = 65535");
+    ASSERT_EQ(c.port, 65535);
+    LOAD_OK(&c, "port = +0");
+    ASSERT_EQ(c.port, 0);
+    LOAD_OK(&c, "port = 1_2_3_4");
+    ASSERT_EQ(c.port, 1234);
+    LOAD_OK(&c, "client_output_limit = 1024\n[replication]\nmqtt_port = 1\n[anti_entropy]\n"
+                "interval_seconds = 86_400\n");
+    ASSERT_EQ(c.client_output_limit, 1024);
+    ASSERT_EQ(c.mqtt_port, 1);
+    ASSERT_EQ(c.ae_interval_seconds, 86400);
+    LOAD_OK(&c, "sync_interval_seconds = 1\nmax_clients = 1_000_000\n[replication]\n"
+                "mqtt_port = 65535\n[anti_entropy]\ninterval_seconds = 1\n");
+    ASSERT_EQ(c.sync_interval_seconds, 1);
+    ASSERT_EQ(c.max_clients, 1000000);
+    ASSERT_EQ(c.mqtt_port, 65535);
+    ASSERT_EQ(c.ae_interval_seconds, 1);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(booleans)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, "[replication]\nenabled = true\n[anti_entropy]\nenabled = false\n");
+    ASSERT(c.repl_enabled);
+    ASSERT(!c.ae_enabled);
+    LOAD_OK(&c, "[replication]\nenabled = false\n[anti_entropy]\nenabled = true\n");
+    ASSERT(!c.repl_enabled);
+    ASSERT(c.ae_enabled);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(arrays)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, "[replication]\n"
+                "peer_list = [\"a\", 'b' ,\"c\\u0041\",]\n"
+                "[anti_entropy]\n"
+                "peer_list = [\n"
+                "    # leading comment\n"
+                "    \"x\",   # trailing comment\n"
+                "\n"
+                "    \"y\"\n"
+                "    ,\n"
+                "    'z'\n"
+                "]\n");
+    EXPECT_LIST(c.repl_peer_list, "a", "b", "cA");
+    EXPECT_LIST(c.ae_peer_list, "x", "y", "z");
+    LOAD_OK(&c, "[replication]\npeer_list = [ ]\n[anti_entropy]\npeer_list = [\n]\n");
+    ASSERT(c.repl_peer_list != NULL && c.repl_peer_list[0] == NULL);
+    ASSERT(c.ae_peer_list != NULL && c.ae_peer_list[0] == NULL);
+    LOAD_OK(&c, "[replication]\npeer_list = [\"\"]\n");
+    EXPECT_LIST(c.repl_peer_list, "");
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(quoted_keys_and_table_names)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, "\"host\" = \"qh\"\n"
+                "'port' = 1\n"
+                "[ \"replication\" ]\n"
+                "\"mqtt_port\" = 2\n"
+                "[ anti_entropy ]\n"
+                "interval_seconds = 3\n");
+    ASSERT_STR_EQ(c.host, "qh");
+    ASSERT_EQ(c.port, 1);
+    ASSERT_EQ(c.mqtt_port, 2);
+    ASSERT_EQ(c.ae_interval_seconds, 3);
+    ASSERT_EQ(c.nwarnings, 0);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(engine_aliases)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, "engine = \"memory\"");
+    ASSERT_EQ(c.engine, CONF_ENGINE_MEMORY);
+    LOAD_OK(&c, "engine = \"sled\"");
+    ASSERT_EQ(c.engine, CONF_ENGINE_SQLITE);
+    LOAD_OK(&c, "engine = \"rwlock\"");
+    ASSERT_EQ(c.engine, CONF_ENGINE_MEMORY);
+    LOAD_OK(&c, "engine = \"sqlite\"");
+    ASSERT_EQ(c.engine, CONF_ENGINE_SQLITE);
+    LOAD_OK(&c, "engine = 'kv'");
+    ASSERT_EQ(c.engine, CONF_ENGINE_MEMORY);
+    static const char msg[] = "engine must be one of sqlite, memory (aliases: sled, rwlock, kv)";
+    EXPECT_ERR("engine = \"rocksdb\"", 1, msg);
+    EXPECT_ERR("engine = \"SQLite\"", 1, msg); /* case-sensitive */
+    EXPECT_ERR("engine = \"\"", 1, msg);
+    EXPECT_ERR("engine = 1", 1, msg);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+/* ---- unknown keys and tables ---- */
+
+TEST(unknown_keys_and_tables_warn)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    const char *path = LOAD_OK(&c, "log-level = \"debug\"\n"      /* 1 */
+                                   "replication.enabled = true\n" /* 2 */
+                                   "[replication]\n"              /* 3 */
+                                   "no_such_key = \"x\"\n"        /* 4 */
+                                   "enabled = true\n"             /* 5 */
+                                   "[Replication]\n"              /* 6 */
+                                   "enabled = \"whatever\"\n"     /* 7 */
+                                   "anything = [1, 'two']\n"      /* 8 */
+                                   "[anti_entropy]\n"             /* 9 */
+                                   "depth = 3\n"                  /* 10 */
+                                   "[replication.tls]\n"          /* 11 */
+                                   "ca = 'x'\n"                   /* 12 */
+                                   "[\"quoted table\"]\n");       /* 13 */
+    ASSERT_EQ(c.nwarnings, 7);
+    EXPECT_WARNING(&c, 0, "%s:1: unknown key 'log-level'", path);
+    EXPECT_WARNING(&c, 1, "%s:2: unknown key 'replication.enabled'", path); /* not expanded */
+    EXPECT_WARNING(&c, 2, "%s:4: unknown key 'no_such_key' in [replication]", path);
+    EXPECT_WARNING(&c, 3, "%s:6: unknown table [Replication]", path); /* keys inside: silent */
+    EXPECT_WARNING(&c, 4, "%s:10: unknown key 'depth' in [anti_entropy]", path);
+    EXPECT_WARNING(&c, 5, "%s:11: unknown table [replication.tls]", path);
+    EXPECT_WARNING(&c, 6, "%s:13: unknown table [quoted table]", path);
+    ASSERT(c.warnings[7] == NULL);
+    ASSERT(c.repl_enabled); /* line 5; the [Replication] value is ignored */
+    ASSERT_EQ(c.log_level, LOG_INFO);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(unknown_keys_accept_other_toml_values)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    const char *path = LOAD_OK(&c, "f = 1.5\n"
+                                   "e = 6.02e+23\n"
+                                   "d = 1979-05-27T07:32:00Z\n"
+                                   "t = 07:32:00\n"
+                                   "h = 0x10\n"
+                                   "z = 007\n"
+                                   "i = -inf\n"
+                                   "it = { a = 1, b = \"}\", c = [1, 2], d = { e = 'f' } }\n"
+                                   "n = [[1, 2], [\"a\", 'b'], [], {x = 1}]\n"
+                                   "m = [1, \"a\", true, 2.5]\n"
+                                   "port = 1\n");
+    ASSERT_EQ(c.nwarnings, 10);
+    EXPECT_WARNING(&c, 7, "%s:8: unknown key 'it'", path);
+    ASSERT_EQ(c.port, 1);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(warnings_accumulate_across_files)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, "a = 1\n");
+    const char *path = LOAD_OK(&c, "\nb = 2\n");
+    ASSERT_EQ(c.nwarnings, 2);
+    EXPECT_WARNING(&c, 1, "%s:2: unknown key 'b'", path);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+/* ---- file-level errors ---- */
+
+TEST(missing_file)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    struct conf_error err;
+    memset(&err, 0, sizeof(err));
+    const char *path = tmp_path("nope.toml");
+    ASSERT_EQ(conf_load_file(&c, path, &err), -ENOENT);
+    ASSERT_STR_EQ(err.file, path);
+    ASSERT_EQ(err.line, 0);
+    ASSERT_STR_EQ(err.reason, "cannot open config file: No such file or directory");
+    check_defaults(&c);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(directory_is_unreadable)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    struct conf_error err;
+    memset(&err, 0, sizeof(err));
+    ASSERT_EQ(conf_load_file(&c, tmp_root, &err), -EIO);
+    ASSERT_STR_EQ(err.file, tmp_root);
+    ASSERT_EQ(err.line, 0);
+    ASSERT_STR_EQ(err.reason, "cannot read config file: Is a directory");
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(nul_bytes_refused)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    struct conf_error err;
+    memset(&err, 0, sizeof(err));
+    const char *path = write_file("nul.toml", "port = 1\n\0\n", 11);
+    ASSERT_EQ(conf_load_file(&c, path, &err), -EINVAL);
+    ASSERT_STR_EQ(err.file, path);
+    ASSERT_EQ(err.line, 0);
+    ASSERT_STR_EQ(err.reason, "config file contains NUL bytes (is it a text file?)");
+    ASSERT_EQ(c.port, 7379); /* nothing applied */
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(size_limit)
+{
+    make_tmp();
+    enum { MAX = 1024 * 1024 };
+    char *text = malloc(MAX + 2);
+    ASSERT(text != NULL);
+    /* Exactly 1 MiB: a setting, then one long comment line. */
+    memcpy(text, "port = 1\n#", 10);
+    memset(text + 10, 'x', MAX - 11);
+    text[MAX - 1] = '\n';
+    struct conf c;
+    conf_init(&c);
+    struct conf_error err;
+    memset(&err, 0, sizeof(err));
+    const char *path = write_file("big.toml", text, MAX);
+    ASSERT_OK(conf_load_file(&c, path, &err));
+    ASSERT_EQ(c.port, 1);
+    /* One byte more is refused as a whole. */
+    text[MAX - 1] = 'x';
+    text[MAX] = '\n';
+    path = write_file("big.toml", text, MAX + 1);
+    ASSERT_EQ(conf_load_file(&c, path, &err), -EINVAL);
+    ASSERT_STR_EQ(err.file, path);
+    ASSERT_EQ(err.line, 0);
+    ASSERT_STR_EQ(err.reason, "config file larger than 1048576 bytes");
+    free(text);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+/* ---- syntax errors ---- */
+
+TEST(err_unterminated_string)
+{
+    make_tmp();
+    EXPECT_ERR("host = \"abc", 1, "unterminated string");
+    EXPECT_ERR("host = \"abc\nport = 1\n", 1, "unterminated string");
+    EXPECT_ERR("port = 1\n\nhost = 'abc\n", 3, "unterminated string");
+    EXPECT_ERR("host = \"abc\\\"\n", 1, "unterminated string"); /* \" does not close */
+    EXPECT_ERR("host = \"abc\\", 1, "unterminated string");
+    EXPECT_ERR("[replication]\npeer_list = [\"a\", \"b]\n", 2, "unterminated string");
+    EXPECT_ERR("\"host = 1\n", 1, "unterminated string"); /* in a key */
+    EXPECT_ERR("[\"replication]\n", 1, "unterminated string");
+    rm_tmp();
+}
+
+TEST(err_bad_escapes)
+{
+    make_tmp();
+    EXPECT_ERR("host = \"\\x41\"", 1, "invalid escape sequence '\\x'");
+    EXPECT_ERR("port = 1\nhost = \"a\\ab\"", 2, "invalid escape sequence '\\a'");
+    EXPECT_ERR("host = \"\\ \"", 1, "invalid escape sequence '\\ '");
+    EXPECT_ERR("host = \"\\'\"", 1, "invalid escape sequence '\\''");
+    EXPECT_ERR("host = \"\\u12\"", 1, "invalid \\u escape: expected 4 hex digits");
+    EXPECT_ERR("host = \"\\u12G4\"", 1, "invalid \\u escape: expected 4 hex digits");
+    EXPECT_ERR("host = \"\\u", 1, "invalid \\u escape: expected 4 hex digits");
+    EXPECT_ERR("host = \"\\U0001F60\"", 1, "invalid \\U escape: expected 8 hex digits");
+    EXPECT_ERR("host = \"\\uD800\"", 1, "invalid unicode escape U+D800");
+    EXPECT_ERR("host = \"\\udfff\"", 1, "invalid unicode escape U+DFFF");
+    EXPECT_ERR("host = \"\\U0000D800\"", 1, "invalid unicode escape U+D800");
+    EXPECT_ERR("host = \"\\U00110000\"", 1, "invalid unicode escape U+110000");
+    EXPECT_ERR("host = \"\\UFFFFFFFF\"", 1, "invalid unicode escape U+FFFFFFFF");
+    EXPECT_ERR("host = \"a\\u0000b\"", 1, "string contains a NUL character");
+    EXPECT_ERR("x = \"\\q\"", 1, "invalid escape sequence '\\q'"); /* unknown keys too */
+    rm_tmp();
+}
+
+TEST(err_control_characters_in_strings)
+{
+    make_tmp();
+    EXPECT_ERR("host = \"a\x01"
+               "b\"",
+               1, "control character in string");
+    EXPECT_ERR("host = 'a\x1f'", 1, "control character in string");
+    EXPECT_ERR("host = \"a\rb\"\n", 1, "control character in string");
+    EXPECT_ERR("\n\nx = \"\x1b[0m\"", 3, "control character in string");
+    rm_tmp();
+}
+
+TEST(err_multi_line_strings)
+{
+    make_tmp();
+    EXPECT_ERR("host = \"\"\"abc\"\"\"", 1, "multi-line strings are not supported");
+    EXPECT_ERR("x = '''\nabc\n'''\n", 1, "multi-line strings are not supported");
+    rm_tmp();
+}
+
+TEST(err_keys_and_equals)
+{
+    make_tmp();
+    EXPECT_ERR("host = \"127.0.0.1\"\nport 7379\n", 2, "expected '=' after key 'port'");
+    EXPECT_ERR("[replication]\nenabled\n", 2, "expected '=' after key 'enabled'");
+    EXPECT_ERR("port", 1, "expected '=' after key 'port'");
+    EXPECT_ERR("port: 1", 1, "expected '=' after key 'port'");
+    EXPECT_ERR("= 1", 1, "expected a key");
+    EXPECT_ERR("\n\n@x = 1", 3, "expected a key");
+    EXPECT_ERR("host =", 1, "missing value");
+    EXPECT_ERR("host =\nport = 1\n", 1, "missing value");
+    EXPECT_ERR("host = # comment\n", 1, "missing value");
+    EXPECT_ERR("host = @", 1, "invalid value starting with '@'");
+    EXPECT_ERR("host = ,", 1, "invalid value starting with ','");
+    rm_tmp();
+}
+
+TEST(err_duplicates)
+{
+    make_tmp();
+    EXPECT_ERR("port = 1\nport = 2\n", 2, "duplicate key 'port'");
+    EXPECT_ERR("port = 1\n\"port\" = 1\n", 2, "duplicate key 'port'");
+    EXPECT_ERR("x = 1\ny = 2\nx = 3\n", 3, "duplicate key 'x'"); /* unknown keys too */
+    EXPECT_ERR("[replication]\nenabled = true\nenabled = false\n", 3, "duplicate key 'enabled'");
+    EXPECT_ERR("[replication]\n[anti_entropy]\n[replication]\n", 3,
+               "table [replication] defined twice");
+    EXPECT_ERR("[foo]\n[foo]\n", 2, "table [foo] defined twice");
+    /* The same key in different tables is fine (see merklekv_file: enabled, peer_list). */
+    rm_tmp();
+}
+
+TEST(err_bad_integers)
+{
+    make_tmp();
+    static const char msg[] = "port must be an integer in 0..65535";
+    EXPECT_ERR("port = 12abc", 1, msg);
+    EXPECT_ERR("port = 07379", 1, msg); /* leading zeros */
+    EXPECT_ERR("port = -07", 1, msg);
+    EXPECT_ERR("port = 1__0", 1, msg);
+    EXPECT_ERR("port = _1", 1, msg);
+    EXPECT_ERR("port = 1_", 1, msg);
+    EXPECT_ERR("port = 0x10", 1, msg);
+    EXPECT_ERR("port = 0o17", 1, msg);
+    EXPECT_ERR("port = 7379.0", 1, msg);
+    EXPECT_ERR("port = 1e3", 1, msg);
+    EXPECT_ERR("port = +", 1, msg);
+    EXPECT_ERR("port = -", 1, msg);
+    EXPECT_ERR("port = ++1", 1, msg);
+    EXPECT_ERR("port = inf", 1, msg);
+    EXPECT_ERR("port = 1979-05-27", 1, msg);
+    rm_tmp();
+}
+
+TEST(err_integer_out_of_64_bits)
+{
+    make_tmp();
+    EXPECT_ERR("port = 9223372036854775808", 1, "integer out of range");
+    EXPECT_ERR("port = -9223372036854775809", 1, "integer out of range");
+    EXPECT_ERR("port = 18446744073709551615", 1, "integer out of range");
+    EXPECT_ERR("port = 18446744073709551616", 1, "integer out of range");
+    EXPECT_ERR("\n[foo]\nx = 99_999_999_999_999_999_999\n", 3, "integer out of range");
+    EXPECT_ERR("[replication]\npeer_list = [1, 99999999999999999999]\n", 2, "integer out of range");
+    rm_tmp();
+}
+
+TEST(err_values_out_of_range)
+{
+    make_tmp();
+    EXPECT_ERR("port = 65536", 1, "port must be an integer in 0..65535");
+    EXPECT_ERR("port = -1", 1, "port must be an integer in 0..65535");
+    EXPECT_ERR("sync_interval_seconds = 0", 1,
+               "sync_interval_seconds must be an integer in 1..31536000");
+    EXPECT_ERR("sync_interval_seconds = 31536001", 1,
+               "sync_interval_seconds must be an integer in 1..31536000");
+    EXPECT_ERR("max_clients = 0", 1, "max_clients must be an integer in 1..1000000");
+    EXPECT_ERR("max_clients = 1000001", 1, "max_clients must be an integer in 1..1000000");
+    EXPECT_ERR("client_output_limit = 1023", 1,
+               "client_output_limit must be an integer in 1024..9223372036854775807");
+    EXPECT_ERR("client_output_limit = -9223372036854775808", 1,
+               "client_output_limit must be an integer in 1024..9223372036854775807");
+    EXPECT_ERR("[replication]\nmqtt_port = 0\n", 2,
+               "replication.mqtt_port must be an integer in 1..65535");
+    EXPECT_ERR("[replication]\nmqtt_port = 65536\n", 2,
+               "replication.mqtt_port must be an integer in 1..65535");
+    EXPECT_ERR("[anti_entropy]\ninterval_seconds = 0\n", 2,
+               "anti_entropy.interval_seconds must be an integer in 1..86400");
+    EXPECT_ERR("[anti_entropy]\ninterval_seconds = 86401\n", 2,
+               "anti_entropy.interval_seconds must be an integer in 1..86400");
+    rm_tmp();
+}
+
+TEST(err_wrong_types)
+{
+    make_tmp();
+    EXPECT_ERR("host = 1", 1, "host must be a string");
+    EXPECT_ERR("host = true", 1, "host must be a string");
+    EXPECT_ERR("host = [\"a\"]", 1, "host must be a string");
+    EXPECT_ERR("host = { a = 1 }", 1, "host must be a string");
+    EXPECT_ERR("storage_path = 5", 1, "storage_path must be a string");
+    EXPECT_ERR("node_id = 5", 1, "node_id must be a string");
+    EXPECT_ERR("port = \"7379\"", 1, "port must be an integer in 0..65535");
+    EXPECT_ERR("port = true", 1, "port must be an integer in 0..65535");
+    EXPECT_ERR("port = [7379]", 1, "port must be an integer in 0..65535");
+    EXPECT_ERR("port = { a = 1 }", 1, "port must be an integer in 0..65535");
+    EXPECT_ERR("fsync = 1", 1, "fsync must be \"normal\" or \"always\"");
+    EXPECT_ERR("log_level = 1", 1, "log_level must be one of debug, info, warn, error");
+    EXPECT_ERR("[replication]\nenabled = \"true\"\n", 2,
+               "replication.enabled must be true or false");
+    EXPECT_ERR("[replication]\nenabled = 1\n", 2, "replication.enabled must be true or false");
+    EXPECT_ERR("[replication]\nenabled = True\n", 2, "replication.enabled must be true or false");
+    EXPECT_ERR("[replication]\nmqtt_broker = 1\n", 2, "replication.mqtt_broker must be a string");
+    EXPECT_ERR("[replication]\nmqtt_port = \"1883\"\n", 2,
+               "replication.mqtt_port must be an integer in 1..65535");
+    EXPECT_ERR("[replication]\ntopic_prefix = 1\n", 2, "replication.topic_prefix must be a string");
+    EXPECT_ERR("[replication]\nclient_id = 1\n", 2, "replication.client_id must be a string");
+    EXPECT_ERR("[replication]\nclient_password = 1\n", 2,
+               "replication.client_password must be a string");
+    EXPECT_ERR("[replication]\nusername = false\n", 2, "replication.username must be a string");
+    EXPECT_ERR("[replication]\npeer_list = \"a\"\n", 2,
+               "replication.peer_list must be an array of strings");
+    EXPECT_ERR("[replication]\npeer_list = [\"a\", 1]\n", 2,
+               "replication.peer_list must be an array of strings");
+    EXPECT_ERR("[replication]\npeer_list = [[\"a\"]]\n", 2,
+               "replication.peer_list must be an array of strings");
+    EXPECT_ERR("[anti_entropy]\nenabled = 0\n", 2, "anti_entropy.enabled must be true or false");
+    EXPECT_ERR("[anti_entropy]\ninterval_seconds = \"10\"\n", 2,
+               "anti_entropy.interval_seconds must be an integer in 1..86400");
+    EXPECT_ERR("[anti_entropy]\npeer_list = [true]\n", 2,
+               "anti_entropy.peer_list must be an array of strings");
+    rm_tmp();
+}
+
+TEST(err_bad_string_values)
+{
+    make_tmp();
+    EXPECT_ERR("host = \"\"", 1, "host must not be empty");
+    EXPECT_ERR("storage_path = ''", 1, "storage_path must not be empty");
+    EXPECT_ERR("fsync = \"sometimes\"", 1, "fsync must be \"normal\" or \"always\"");
+    EXPECT_ERR("fsync = \"Always\"", 1, "fsync must be \"normal\" or \"always\"");
+    EXPECT_ERR("log_level = \"verbose\"", 1, "log_level must be one of debug, info, warn, error");
+    static const char topic[] = "node_id must be printable ASCII without spaces, '/', '+' or '#'";
+    EXPECT_ERR("node_id = \"\"", 1, "node_id must not be empty");
+    EXPECT_ERR("node_id = \"a b\"", 1, topic);
+    EXPECT_ERR("node_id = \"a/b\"", 1, topic);
+    EXPECT_ERR("node_id = \"a+b\"", 1, topic);
+    EXPECT_ERR("node_id = \"a#b\"", 1, topic);
+    EXPECT_ERR("node_id = \"a\tb\"", 1, topic);
+    EXPECT_ERR("node_id = \"\\u00e9\"", 1, topic);
+    EXPECT_ERR("node_id = \"a\\u007fb\"", 1, topic);
+    char text[300];
+    snprintf(text, sizeof(text), "node_id = \"%0129d\"", 0);
+    EXPECT_ERR(text, 1, "node_id must be at most 128 characters");
+    EXPECT_ERR("[replication]\nclient_id = \"x/y\"\n", 2,
+               "replication.client_id must be printable ASCII without spaces, '/', '+' or '#'");
+    EXPECT_ERR("[replication]\nclient_id = ''\n", 2, "replication.client_id must not be empty");
+    EXPECT_ERR("[replication]\nmqtt_broker = \"\"\n", 2,
+               "replication.mqtt_broker must not be empty");
+    EXPECT_ERR("[replication]\ntopic_prefix = \"\"\n", 2,
+               "replication.topic_prefix must not be empty");
+    EXPECT_ERR("[replication]\ntopic_prefix = \"a/+\"\n", 2,
+               "replication.topic_prefix must not contain MQTT wildcards '+' or '#'");
+    EXPECT_ERR("[replication]\ntopic_prefix = \"a/#\"\n", 2,
+               "replication.topic_prefix must not contain MQTT wildcards '+' or '#'");
+    /* The limits themselves are accepted. */
+    struct conf c;
+    conf_init(&c);
+    snprintf(text, sizeof(text),
+             "node_id = \"%0128d\"\n[replication]\ntopic_prefix = \"a/b\"\n"
+             "client_password = \"\"\nusername = ''\nclient_id = \"~!\"\n",
+             0);
+    LOAD_OK(&c, text);
+    ASSERT_EQ(strlen(c.node_id), 128);
+    ASSERT_STR_EQ(c.topic_prefix, "a/b");
+    ASSERT_STR_EQ(c.client_password, "");
+    ASSERT_STR_EQ(c.mqtt_username, "");
+    ASSERT_STR_EQ(c.client_id, "~!");
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(err_text_after_value)
+{
+    make_tmp();
+    EXPECT_ERR("port = 7379 7380", 1, "unexpected text after value: '7380'");
+    EXPECT_ERR("host = \"a\" \"b\"\n", 1, "unexpected text after value: '\"b\"'");
+    EXPECT_ERR("host = \"a\"x", 1, "unexpected text after value: 'x'");
+    EXPECT_ERR("port = 1 abcdefghijklmnopqrstuvwxyz\n", 1,
+               "unexpected text after value: 'abcdefghijklmnopqrst'"); /* quotes 20 bytes */
+    EXPECT_ERR("port = 1 x\r\nhost = \"h\"\r\n", 1, "unexpected text after value: 'x'");
+    EXPECT_ERR("[replication]\nenabled = true false\n", 2, "unexpected text after value: 'false'");
+    EXPECT_ERR("[replication] x\n", 1, "unexpected text after value: 'x'");
+    EXPECT_ERR("[replication]\npeer_list = [\"a\"] ,\n", 2, "unexpected text after value: ','");
+    EXPECT_ERR("x = 1979-05-27 07:32:00", 1, "unexpected text after value: '07:32:00'");
+    rm_tmp();
+}
+
+TEST(err_tables)
+{
+    make_tmp();
+    EXPECT_ERR("[[peers]]\n", 1, "arrays of tables are not supported");
+    EXPECT_ERR("port = 1\n[replication", 2, "expected ']' after table name");
+    EXPECT_ERR("[replication\nenabled = true\n", 1, "expected ']' after table name");
+    EXPECT_ERR("[a b]\n", 1, "expected ']' after table name");
+    EXPECT_ERR("[]\n", 1, "expected a key");
+    EXPECT_ERR("[.x]\n", 1, "expected a key");
+    rm_tmp();
+}
+
+TEST(err_arrays)
+{
+    make_tmp();
+    EXPECT_ERR("[replication]\npeer_list = [\"a\",", 2, "unterminated array");
+    EXPECT_ERR("[replication]\npeer_list = [\n  \"a\",\n", 4, "unterminated array");
+    EXPECT_ERR("[replication]\npeer_list = [\n  \"a\",\n  \"b\"", 4,
+               "expected ',' or ']' in array");
+    EXPECT_ERR("[replication]\npeer_list = [\"a\" \"b\"]\n", 2, "expected ',' or ']' in array");
+    EXPECT_ERR("[replication]\npeer_list = [\n  \"a\"\n  \"b\"\n]\n", 4,
+               "expected ',' or ']' in array");
+    EXPECT_ERR("[replication]\npeer_list = [,]\n", 2, "invalid value starting with ','");
+    EXPECT_ERR("[replication]\npeer_list = [\"a\",,\"b\"]\n", 2, "invalid value starting with ','");
+    /* Nesting: a string 16 arrays deep is fine, 17 is too deep. */
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, "x = [[[[[[[[[[[[[[[[\"a\"]]]]]]]]]]]]]]]]\n");
+    conf_clear(&c);
+    EXPECT_ERR("x = [[[[[[[[[[[[[[[[[\"a\"]]]]]]]]]]]]]]]]]\n", 1, "values nested too deeply");
+    EXPECT_ERR("x = [[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]\n", 1, "values nested too deeply");
+    EXPECT_ERR("x = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", 1,
+               "values nested too deeply");
+    rm_tmp();
+}
+
+TEST(err_inline_tables)
+{
+    make_tmp();
+    EXPECT_ERR("x = { a = 1", 1, "unterminated inline table");
+    EXPECT_ERR("x = { a = 1\n}\n", 1, "unterminated inline table");
+    EXPECT_ERR("x = { a = \"}\n", 1, "unterminated string");
+    EXPECT_ERR("x = { a = [1, 2 }\n", 1, "expected ',' or ']' in array");
+    rm_tmp();
+}
+
+TEST(err_in_unknown_tables_and_keys_still_fatal)
+{
+    make_tmp();
+    EXPECT_ERR("[foo]\nbar = \"x\n", 2, "unterminated string");
+    EXPECT_ERR("[foo]\nbar = \"\"\"x\"\"\"\n", 2, "multi-line strings are not supported");
+    EXPECT_ERR("[foo]\nbar baz\n", 2, "expected '=' after key 'bar'");
+    EXPECT_ERR("[foo]\nbar = 1 2\n", 2, "unexpected text after value: '2'");
+    EXPECT_ERR("[foo]\n[[bar]]\n", 2, "arrays of tables are not supported");
+    rm_tmp();
+}
+
+TEST(err_line_numbers)
+{
+    make_tmp();
+    /* Lines are counted across comments, blank lines, CRLF and arrays spanning lines. */
+    EXPECT_ERR("# c\n"
+               "[anti_entropy]\n"
+               "peer_list = [\n"
+               "  \"a\",\n"
+               "  # c\n"
+               "\n"
+               "  \"b\",\n"
+               "]\n"
+               "interval_seconds = 0\n",
+               9, "anti_entropy.interval_seconds must be an integer in 1..86400");
+    EXPECT_ERR("host = \"h\"\r\n\r\n# c\r\nport = 99999\r\n", 4,
+               "port must be an integer in 0..65535");
+    /* A bad value in a multi-line array is reported on the key's line. */
+    EXPECT_ERR("[replication]\npeer_list = [\n  \"a\",\n  1,\n]\n", 2,
+               "replication.peer_list must be an array of strings");
+    /* The example in docs/configuration.md. */
+    EXPECT_ERR("host = \"127.0.0.1\"\nport = 7379\n\n[replication]\nmqtt_port = 70000\n", 5,
+               "replication.mqtt_port must be an integer in 1..65535");
+    rm_tmp();
+}
+
+TEST(error_leaves_earlier_settings)
+{
+    /* Checking stops at the first error; earlier lines may already be applied. The caller exits,
+     * so only freeing matters: conf_clear must release everything (ASan checks for leaks). */
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    static const char text[] = "host = \"x\"\nunknown = 1\n[replication]\npeer_list = [\"a\"]\n"
+                               "mqtt_port = 0\n";
+    const char *path = write_file("e.toml", text, sizeof(text) - 1);
+    struct conf_error err;
+    memset(&err, 0, sizeof(err));
+    ASSERT_EQ(conf_load_file(&c, path, &err), -EINVAL);
+    ASSERT_EQ(err.line, 5);
+    ASSERT_EQ(c.nwarnings, 1);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+/* ---- command line ---- */
+
+TEST(args_every_option)
+{
+    struct conf c;
+    conf_init(&c);
+    const char *action;
+    struct conf_error err;
+    ASSERT_OK(APPLY(&c, &action, &err, "--host", "0.0.0.0", "--port", "7000", "--storage-path",
+                    "/srv/d", "--engine", "rwlock", "--node-id", "n1", "--log-level", "debug"));
+    ASSERT(action == NULL);
+    ASSERT_STR_EQ(c.host, "0.0.0.0");
+    ASSERT_EQ(c.port, 7000);
+    ASSERT_STR_EQ(c.storage_path, "/srv/d");
+    ASSERT_EQ(c.engine, CONF_ENGINE_MEMORY);
+    ASSERT_STR_EQ(c.node_id, "n1");
+    ASSERT_EQ(c.log_level, LOG_DEBUG);
+    ASSERT_OK(APPLY(&c, &action, &err, "--engine", "sled", "--log-level", "WARNING"));
+    ASSERT_EQ(c.engine, CONF_ENGINE_SQLITE);
+    ASSERT_EQ(c.log_level, LOG_WARN);
+    ASSERT_OK(APPLY(&c, &action, &err, "--engine", "kv"));
+    ASSERT_EQ(c.engine, CONF_ENGINE_MEMORY);
+    ASSERT_OK(APPLY(&c, &action, &err, "--engine", "sqlite"));
+    ASSERT_EQ(c.engine, CONF_ENGINE_SQLITE);
+    ASSERT_OK(APPLY(&c, &action, &err, "--engine", "memory"));
+    ASSERT_EQ(c.engine, CONF_ENGINE_MEMORY);
+    conf_clear(&c);
+}
+
+TEST(args_equals_form)
+{
+    struct conf c;
+    conf_init(&c);
+    const char *action;
+    struct conf_error err;
+    ASSERT_OK(APPLY(&c, &action, &err, "--host=::1", "--port=0", "--storage-path=x=y",
+                    "--engine=memory", "--node-id=n2", "--log-level=error"));
+    ASSERT(action == NULL);
+    ASSERT_STR_EQ(c.host, "::1");
+    ASSERT_EQ(c.port, 0);
+    ASSERT_STR_EQ(c.storage_path, "x=y"); /* split at the first '=' */
+    ASSERT_EQ(c.engine, CONF_ENGINE_MEMORY);
+    ASSERT_STR_EQ(c.node_id, "n2");
+    ASSERT_EQ(c.log_level, LOG_ERROR);
+    ASSERT_OK(APPLY(&c, &action, &err, "--port", "1", "--port=2", "--port", "3"));
+    ASSERT_EQ(c.port, 3); /* the last one wins */
+    ASSERT_OK(APPLY(&c, &action, &err, "--port=65535"));
+    ASSERT_EQ(c.port, 65535);
+    ASSERT_OK(apply_list(&c, &action, &err, (const char *const[]){ NULL })); /* no options */
+    ASSERT(action == NULL);
+    conf_clear(&c);
+}
+
+TEST(args_override_file)
+{
+    make_tmp();
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, "host = \"filehost\"\nport = 1111\nstorage_path = \"filedir\"\n"
+                "engine = \"memory\"\nnode_id = \"filenode\"\nlog_level = \"error\"\n");
+    const char *action;
+    struct conf_error err;
+    ASSERT_OK(APPLY(&c, &action, &err, "--port", "2222", "--engine=sqlite", "--node-id", "cli"));
+    ASSERT_EQ(c.port, 2222);
+    ASSERT_EQ(c.engine, CONF_ENGINE_SQLITE);
+    ASSERT_STR_EQ(c.node_id, "cli");
+    ASSERT_STR_EQ(c.host, "filehost");
+    ASSERT_STR_EQ(c.storage_path, "filedir");
+    ASSERT_EQ(c.log_level, LOG_ERROR);
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(args_config_is_skipped)
+{
+    struct conf c;
+    conf_init(&c);
+    const char *action;
+    struct conf_error err;
+    ASSERT_OK(APPLY(&c, &action, &err, "--config", "/nonexistent.toml", "--port", "5"));
+    ASSERT_EQ(c.port, 5);
+    ASSERT_OK(APPLY(&c, &action, &err, "--config=/x.toml", "--port=6"));
+    ASSERT_EQ(c.port, 6);
+    ASSERT_OK(APPLY(&c, &action, &err, "--port", "7", "--config", "--port"));
+    ASSERT_EQ(c.port, 7); /* "--port" was --config's value */
+    ASSERT_OK(
+            APPLY(&c, &action, &err, "--config")); /* conf_config_path reports the missing value */
+    ASSERT(action == NULL);
+    conf_clear(&c);
+}
+
+TEST(args_help_and_version)
+{
+    struct conf c;
+    conf_init(&c);
+    const char *action;
+    struct conf_error err;
+    ASSERT_EQ(APPLY(&c, &action, &err, "--help"), 1);
+    ASSERT_STR_EQ(action, "help");
+    ASSERT_EQ(APPLY(&c, &action, &err, "-h"), 1);
+    ASSERT_STR_EQ(action, "help");
+    ASSERT_EQ(APPLY(&c, &action, &err, "--version"), 1);
+    ASSERT_STR_EQ(action, "version");
+    ASSERT_EQ(APPLY(&c, &action, &err, "-V"), 1);
+    ASSERT_STR_EQ(action, "version");
+    /* Wherever they appear, before any other option is checked or applied. */
+    ASSERT_EQ(APPLY(&c, &action, &err, "--port", "9", "--bogus", "--port=99999", "--help"), 1);
+    ASSERT_STR_EQ(action, "help");
+    ASSERT_EQ(c.port, 7379);
+    ASSERT_EQ(APPLY(&c, &action, &err, "--port", "--version"), 1);
+    ASSERT_STR_EQ(action, "version");
+    ASSERT_EQ(APPLY(&c, &action, &err, "--version", "--help"), 1);
+    ASSERT_STR_EQ(action, "version"); /* the first one wins */
+    ASSERT_EQ(APPLY(&c, &action, &err, "--help", "--version"), 1);
+    ASSERT_STR_EQ(action, "help");
+    check_defaults(&c);
+    conf_clear(&c);
+}
+
+TEST(args_unknown_options)
+{
+    EXPECT_ARGS_ERR("unknown option '--bogus' (see --help)", "--bogus");
+    EXPECT_ARGS_ERR("unknown option '--bogus' (see --help)", "--bogus=1");
+    EXPECT_ARGS_ERR("unknown option '--bogus' (see --help)", "--port", "1", "--bogus", "x");
+    EXPECT_ARGS_ERR("unknown option 'extra' (see --help)", "extra");
+    EXPECT_ARGS_ERR("unknown option '-p' (see --help)", "-p", "1");
+    EXPECT_ARGS_ERR("unknown option '--Port' (see --help)", "--Port", "1");
+    EXPECT_ARGS_ERR("unknown option '--configx' (see --help)", "--configx", "a");
+    EXPECT_ARGS_ERR("unknown option '--fsync' (see --help)", "--fsync", "always");
+    EXPECT_ARGS_ERR("unknown option '--help' (see --help)", "--help=1"); /* takes no value */
+    EXPECT_ARGS_ERR("unknown option '' (see --help)", "");
+}
+
+TEST(args_missing_value)
+{
+    EXPECT_ARGS_ERR("option '--port' requires a value", "--port");
+    EXPECT_ARGS_ERR("option '--host' requires a value", "--host");
+    EXPECT_ARGS_ERR("option '--engine' requires a value", "--port", "1", "--engine");
+    EXPECT_ARGS_ERR("option '--log-level' requires a value", "--log-level");
+}
+
+TEST(args_bad_values)
+{
+    static const char port[] = "--port must be an integer in 0..65535";
+    EXPECT_ARGS_ERR(port, "--port", "70000");
+    EXPECT_ARGS_ERR(port, "--port", "65536");
+    EXPECT_ARGS_ERR(port, "--port", "-1");
+    EXPECT_ARGS_ERR(port, "--port", "abc");
+    EXPECT_ARGS_ERR(port, "--port", "12x");
+    EXPECT_ARGS_ERR(port, "--port", "0x10");
+    EXPECT_ARGS_ERR(port, "--port", "1.5");
+    EXPECT_ARGS_ERR(port, "--port=");
+    EXPECT_ARGS_ERR(port, "--port", "");
+    EXPECT_ARGS_ERR(port, "--port", "99999999999999999999");
+    EXPECT_ARGS_ERR("--host must not be empty", "--host=");
+    EXPECT_ARGS_ERR("--storage-path must not be empty", "--storage-path", "");
+    EXPECT_ARGS_ERR("--engine must be one of sqlite, memory (aliases: sled, rwlock, kv)",
+                    "--engine", "rocksdb");
+    EXPECT_ARGS_ERR("--node-id must be printable ASCII without spaces, '/', '+' or '#'",
+                    "--node-id", "a/b");
+    EXPECT_ARGS_ERR("--node-id must not be empty", "--node-id=");
+    EXPECT_ARGS_ERR("--log-level must be one of debug, info, warn, error", "--log-level", "loud");
+    /* Errors stop at the first bad option. */
+    EXPECT_ARGS_ERR(port, "--port", "x", "--bogus");
+}
+
+TEST(config_path)
+{
+    bool bad = true;
+    struct args a = make_args((const char *const[]){ "--port", "1", NULL });
+    ASSERT(conf_config_path(a.argc, a.argv, &bad) == NULL);
+    ASSERT(!bad);
+    free_args(&a);
+
+    a = make_args((const char *const[]){ "--config", "a.toml", "--port", "1", NULL });
+    ASSERT(conf_config_path(a.argc, a.argv, &bad) == a.argv[2]); /* a borrow, not a copy */
+    ASSERT(!bad);
+    free_args(&a);
+
+    a = make_args((const char *const[]){ "--port=1", "--config=b.toml", NULL });
+    ASSERT(conf_config_path(a.argc, a.argv, &bad) == a.argv[2] + 9);
+    ASSERT_STR_EQ(conf_config_path(a.argc, a.argv, &bad), "b.toml");
+    free_args(&a);
+
+    a = make_args((const char *const[]){ "--config", "a.toml", "--config=b.toml", "--config", "c",
+                                         NULL });
+    ASSERT_STR_EQ(conf_config_path(a.argc, a.argv, &bad), "c"); /* the last one wins */
+    ASSERT(!bad);
+    free_args(&a);
+
+    a = make_args((const char *const[]){ "--config", NULL });
+    bad = false;
+    ASSERT(conf_config_path(a.argc, a.argv, &bad) == NULL);
+    ASSERT(bad);
+    free_args(&a);
+
+    a = make_args((const char *const[]){ "--config", "a.toml", "--config", NULL });
+    bad = false;
+    ASSERT(conf_config_path(a.argc, a.argv, &bad) == NULL);
+    ASSERT(bad);
+    free_args(&a);
+
+    a = make_args((const char *const[]){ "--config=", NULL });
+    ASSERT_STR_EQ(conf_config_path(a.argc, a.argv, &bad), "");
+    ASSERT(!bad);
+    free_args(&a);
+
+    char *none[] = { NULL };
+    ASSERT(conf_config_path(0, none, &bad) == NULL);
+    ASSERT(!bad);
+}
+
+TEST_LIST{
+    TEST_ENTRY(defaults),
+    TEST_ENTRY(empty_and_comment_only_files_keep_defaults),
+    TEST_ENTRY(clear_is_idempotent),
+    TEST_ENTRY(merklekv_file),
+    TEST_ENTRY(arborkv_keys),
+    TEST_ENTRY(later_file_overrides_earlier),
+    TEST_ENTRY(comments_blank_lines_crlf_and_bom),
+    TEST_ENTRY(literal_strings),
+    TEST_ENTRY(basic_string_escapes),
+    TEST_ENTRY(unicode_escapes),
+    TEST_ENTRY(integers),
+    TEST_ENTRY(booleans),
+    TEST_ENTRY(arrays),
+    TEST_ENTRY(quoted_keys_and_table_names),
+    TEST_ENTRY(engine_aliases),
+    TEST_ENTRY(unknown_keys_and_tables_warn),
+    TEST_ENTRY(unknown_keys_accept_other_toml_values),
+    TEST_ENTRY(warnings_accumulate_across_files),
+    TEST_ENTRY(missing_file),
+    TEST_ENTRY(directory_is_unreadable),
+    TEST_ENTRY(nul_bytes_refused),
+    TEST_ENTRY(size_limit),
+    TEST_ENTRY(err_unterminated_string),
+    TEST_ENTRY(err_bad_escapes),
+    TEST_ENTRY(err_control_characters_in_strings),
+    TEST_ENTRY(err_multi_line_strings),
+    TEST_ENTRY(err_keys_and_equals),
+    TEST_ENTRY(err_duplicates),
+    TEST_ENTRY(err_bad_integers),
+    TEST_ENTRY(err_integer_out_of_64_bits),
+    TEST_ENTRY(err_values_out_of_range),
+    TEST_ENTRY(err_wrong_types),
+    TEST_ENTRY(err_bad_string_values),
+    TEST_ENTRY(err_text_after_value),
+    TEST_ENTRY(err_tables),
+    TEST_ENTRY(err_arrays),
+    TEST_ENTRY(err_inline_tables),
+    TEST_ENTRY(err_in_unknown_tables_and_keys_still_fatal),
+    TEST_ENTRY(err_line_numbers),
+    TEST_ENTRY(error_leaves_earlier_settings),
+    TEST_ENTRY(args_every_option),
+    TEST_ENTRY(args_equals_form),
+    TEST_ENTRY(args_override_file),
+    TEST_ENTRY(args_config_is_skipped),
+    TEST_ENTRY(args_help_and_version),
+    TEST_ENTRY(args_unknown_options),
+    TEST_ENTRY(args_missing_value),
+    TEST_ENTRY(args_bad_values),
+    TEST_ENTRY(config_path),
+};
+
+TEST_MAIN()
