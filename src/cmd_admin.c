@@ -20,6 +20,7 @@
 #include "arborkv/glob.h"
 #include "arborkv/loop.h"
 #include "arborkv/mem.h"
+#include "arborkv/repl.h"
 #include "arborkv/resp.h"
 #include "arborkv/server.h"
 #include "arborkv/store.h"
@@ -137,9 +138,10 @@ void cmd_stats(struct cmd_ctx *x)
 static void info_node(struct server *srv, struct buf *b)
 {
     buf_printf(b, "node_id:%s\r\nstorage_engine:%s\r\nfsync:%s\r\ntcp_port:%d\r\n"
-                  "connected_clients:%zu\r\nreplication_enabled:0\r\n"
-                  "hlc_last_ns:%llu\r\nclock_skew_rejections:%llu\r\nclock_skew_max_ns:%llu\r\n",
-            srv->node_id, srv->engine_name, srv->fsync_name, srv->port, srv->nclients,
+                  "connected_clients:%zu\r\n",
+            srv->node_id, srv->engine_name, srv->fsync_name, srv->port, srv->nclients);
+    repl_info(srv->repl, b);
+    buf_printf(b, "hlc_last_ns:%llu\r\nclock_skew_rejections:%llu\r\nclock_skew_max_ns:%llu\r\n",
             (unsigned long long) srv->hlc.last_ns,
             (unsigned long long) srv->hlc.skew_rejections,
             (unsigned long long) srv->hlc.max_skew_seen_ns);
@@ -280,12 +282,23 @@ void cmd_client(struct cmd_ctx *x)
 void cmd_replicate(struct cmd_ctx *x)
 {
     const struct slice *a = &x->argv[1];
+    struct repl *r = x->srv->repl;
     if (slice_is(a, "STATUS")) {
-        reply_status(x, "REPLICATION disabled");
+        char st[64];
+        if (repl_is_enabled(r))
+            (void) snprintf(st, sizeof(st), "REPLICATION enabled %zu nodes", repl_peers_online(r));
+        else (void) snprintf(st, sizeof(st), "REPLICATION disabled");
+        reply_status(x, st);
     } else if (slice_is(a, "DISABLE")) {
+        if (r) repl_disable(r);
         reply_ok(x);
     } else if (slice_is(a, "ENABLE")) {
-        reply_error(x, "replication is not available: this node has no MQTT link configured");
+        if (!r) {
+            reply_error(x, "replication is not available on this node");
+            return;
+        }
+        repl_enable(r);
+        reply_ok(x);
     } else {
         reply_error(x, "Unknown REPLICATE action: %.*s", (int) a->len, (const char *) a->p);
     }

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "arborkv/buf.h"
+#include "arborkv/codec.h"
 #include "arborkv/server.h"
 
 struct conn;
@@ -80,10 +81,11 @@ bool parse_i64(const uint8_t *p, size_t len, int64_t *out);
 bool slice_is(const struct slice *s, const char *upper);
 
 /* ---- storage helpers (cmd_kv.c) ---- */
-/* Writes a value (or a tombstone when value == NULL) as a new local operation: HLC ts, fresh
- * op_id, in the turn's transaction. Returns 0, or <0 after marking the turn failed. */
-int kv_write(struct server *srv, const uint8_t *key, size_t key_len, const uint8_t *value,
-        size_t value_len, bool tombstone, uint64_t ts);
+/* Writes a value (or a tombstone for CODEC_OP_DEL) as a new local operation: HLC ts (ts == 0:
+ * now), fresh op_id, in the turn's transaction, and hands it to replication as an `op` event.
+ * Returns 0, or <0 after marking the turn failed. */
+int kv_write(struct server *srv, enum codec_op op, const uint8_t *key, size_t key_len,
+        const uint8_t *value, size_t value_len, uint64_t ts);
 /* Reports a storage failure to the client ("storage error"). */
 void reply_storage_error(struct cmd_ctx *x);
 

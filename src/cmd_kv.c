@@ -21,6 +21,7 @@
 #include "arborkv/log.h"
 #include "arborkv/mem.h"
 #include "arborkv/resp.h"
+#include "arborkv/repl.h"
 #include "arborkv/server.h"
 #include "arborkv/store.h"
 #include "cmd_int.h"
@@ -44,16 +45,18 @@ void reply_storage_error(struct cmd_ctx *x)
     reply_error(x, "storage error, see the server log");
 }
 
-int kv_write(struct server *srv, const uint8_t *key, size_t key_len, const uint8_t *value,
-        size_t value_len, bool tombstone, uint64_t ts)
+int kv_write(struct server *srv, enum codec_op op, const uint8_t *key, size_t key_len,
+        const uint8_t *value, size_t value_len, uint64_t ts)
 {
+    bool tombstone = op == CODEC_OP_DEL;
     int rc = store_begin(srv->store);
     if (rc == 0) {
         struct store_rec rec = { .key = key, .key_len = key_len, .value = tombstone ? NULL : value,
             .value_len = tombstone ? 0 : value_len, .tombstone = tombstone,
             .ts = ts ? ts : hlc_now(&srv->hlc, hlc_wall_ns()) };
         opid_next(&srv->opids, rec.op_id);
-        rc = store_put(srv->store, &rec);
+        rc = store_put_local(srv->store, &rec);
+        if (rc == 0) repl_record(srv->repl, op, &rec);
     }
     /* The turn's transaction can no longer be trusted: conn.c rolls it back and withdraws
      * every reply of the turn instead of committing. */
@@ -128,7 +131,7 @@ void cmd_set(struct cmd_ctx *x)
         else reply_not_found(x);
         return;
     }
-    if (kv_write(x->srv, key->p, key->len, val->p, val->len, false, 0) < 0) {
+    if (kv_write(x->srv, CODEC_OP_SET, key->p, key->len, val->p, val->len, 0) < 0) {
         reply_storage_error(x);
         return;
     }
@@ -143,8 +146,8 @@ void cmd_setnx(struct cmd_ctx *x)
     size_t n;
     int rc = store_get(x->srv->store, x->argv[1].p, x->argv[1].len, &v, &n);
     if (rc == 0)
-        rc = kv_write(x->srv, x->argv[1].p, x->argv[1].len, x->argv[2].p, x->argv[2].len, false,
-                     0) < 0 ? -EIO : 0;
+        rc = kv_write(x->srv, CODEC_OP_SET, x->argv[1].p, x->argv[1].len, x->argv[2].p,
+                     x->argv[2].len, 0) < 0 ? -EIO : 0;
     else if (rc == 1) {
         resp_add_int(x->out, 0);
         return;
@@ -158,8 +161,8 @@ void cmd_getset(struct cmd_ctx *x)
     struct buf *old = &state(x)->tmp;
     int found = get_copy(x, &x->argv[1], old);
     if (found < 0 ||
-            kv_write(x->srv, x->argv[1].p, x->argv[1].len, x->argv[2].p, x->argv[2].len, false,
-                    0) < 0) {
+            kv_write(x->srv, CODEC_OP_SET, x->argv[1].p, x->argv[1].len, x->argv[2].p,
+                    x->argv[2].len, 0) < 0) {
         reply_storage_error(x);
         return;
     }
@@ -172,7 +175,7 @@ void cmd_getdel(struct cmd_ctx *x)
     struct buf *old = &state(x)->tmp;
     int found = get_copy(x, &x->argv[1], old);
     if (found < 0 ||
-            (found && kv_write(x->srv, x->argv[1].p, x->argv[1].len, NULL, 0, true, 0) < 0)) {
+            (found && kv_write(x->srv, CODEC_OP_DEL, x->argv[1].p, x->argv[1].len, NULL, 0, 0) < 0)) {
         reply_storage_error(x);
         return;
     }
@@ -187,7 +190,7 @@ static int delete_key(struct cmd_ctx *x, const struct slice *key)
     size_t n;
     int rc = store_get(x->srv->store, key->p, key->len, &v, &n);
     if (rc != 1) return rc;
-    return kv_write(x->srv, key->p, key->len, NULL, 0, true, 0) < 0 ? -EIO : 1;
+    return kv_write(x->srv, CODEC_OP_DEL, key->p, key->len, NULL, 0, 0) < 0 ? -EIO : 1;
 }
 
 void cmd_del(struct cmd_ctx *x)
@@ -250,7 +253,8 @@ void cmd_incrby(struct cmd_ctx *x)
     }
     char digits[24];
     int len = snprintf(digits, sizeof(digits), "%lld", (long long) result);
-    if (kv_write(x->srv, key->p, key->len, (const uint8_t *) digits, (size_t) len, false, 0) < 0) {
+    if (kv_write(x->srv, decr ? CODEC_OP_DECR : CODEC_OP_INCR, key->p, key->len,
+                (const uint8_t *) digits, (size_t) len, 0) < 0) {
         reply_storage_error(x);
         return;
     }
@@ -274,7 +278,8 @@ void cmd_append(struct cmd_ctx *x)
     if (prepend) buf_append(val, arg->p, arg->len);
     if (rc) buf_append(val, v, n);
     if (!prepend) buf_append(val, arg->p, arg->len);
-    if (kv_write(x->srv, key->p, key->len, val->data, val->len, false, 0) < 0) {
+    if (kv_write(x->srv, prepend ? CODEC_OP_PREPEND : CODEC_OP_APPEND, key->p, key->len, val->data,
+                val->len, 0) < 0) {
         reply_storage_error(x);
         return;
     }
@@ -335,8 +340,8 @@ void cmd_mset(struct cmd_ctx *x)
         return;
     }
     for (size_t i = 1; i + 1 < x->argc; i += 2) {
-        if (kv_write(x->srv, x->argv[i].p, x->argv[i].len, x->argv[i + 1].p, x->argv[i + 1].len,
-                    false, 0) < 0) {
+        if (kv_write(x->srv, CODEC_OP_SET, x->argv[i].p, x->argv[i].len, x->argv[i + 1].p,
+                    x->argv[i + 1].len, 0) < 0) {
             reply_storage_error(x);
             return;
         }
@@ -453,7 +458,7 @@ void cmd_flushdb(struct cmd_ctx *x)
     uint64_t ts = hlc_now(&x->srv->hlc, hlc_wall_ns());
     for (size_t pos = 0, i = 0; i < kl.n; i++) {
         struct slice k = next_key(keys, &pos);
-        if (kv_write(x->srv, k.p, k.len, NULL, 0, true, ts) < 0) {
+        if (kv_write(x->srv, CODEC_OP_DEL, k.p, k.len, NULL, 0, ts) < 0) {
             reply_storage_error(x);
             return;
         }

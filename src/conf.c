@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 
@@ -96,6 +97,13 @@ void conf_init(struct conf *c)
     c->mqtt_broker = xstrdup("127.0.0.1");
     c->mqtt_port = 1883;
     c->topic_prefix = xstrdup("arborkv");
+    c->keepalive_seconds = 30;
+    c->wire_merklekv = false;
+    c->batch_max_events = 1000;
+    c->max_inflight = 256;
+    c->outbox_max_events = 1000000;
+    c->max_clock_skew_seconds = 60;
+    c->reconnect_max_seconds = 30;
     c->ae_enabled = true;
     c->ae_interval_seconds = 10;
 }
@@ -110,6 +118,9 @@ void conf_clear(struct conf *c)
     free(c->client_id);
     free(c->client_password);
     free(c->mqtt_username);
+    free(c->tls_ca_file);
+    free(c->tls_cert_file);
+    free(c->tls_key_file);
     free_list(c->repl_peer_list);
     free_list(c->ae_peer_list);
     free_list(c->warnings);
@@ -282,6 +293,8 @@ static const char *set_topic_prefix(struct conf *c, const struct value *v, char 
     if (!*v->str) return "must not be empty";
     for (const char *p = v->str; *p; p++)
         if (*p == '+' || *p == '#') return "must not contain MQTT wildcards '+' or '#'";
+    if (v->str[0] == '/' || v->str[strlen(v->str) - 1] == '/')
+        return "must not start or end with '/'";
     replace(&c->topic_prefix, v->str);
     return NULL;
 }
@@ -310,6 +323,58 @@ static const char *set_username(struct conf *c, const struct value *v, char *why
     replace(&c->mqtt_username, v->str);
     return NULL;
 }
+
+/* A file path that must be readable now (TLS material): a typo is reported at startup. */
+static const char *set_readable_file(char **dst, const struct value *v, char *why, size_t n)
+{
+    if (want_str(v)) return want_str(v);
+    if (access(v->str, R_OK) != 0) {
+        (void) snprintf(why, n, "cannot read '%s': %s", v->str, strerror(errno));
+        return why;
+    }
+    replace(dst, v->str);
+    return NULL;
+}
+
+static const char *set_tls_ca(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    return set_readable_file(&c->tls_ca_file, v, why, n);
+}
+
+static const char *set_tls_cert(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    return set_readable_file(&c->tls_cert_file, v, why, n);
+}
+
+static const char *set_tls_key(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    return set_readable_file(&c->tls_key_file, v, why, n);
+}
+
+static const char *set_wire(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    if (v->type == V_STR && !strcmp(v->str, "cbor")) c->wire_merklekv = false;
+    else if (v->type == V_STR && !strcmp(v->str, "merklekv")) c->wire_merklekv = true;
+    else return "must be \"cbor\" or \"merklekv\"";
+    return NULL;
+}
+
+/* Integer keys of [replication] that need nothing but a range check. */
+#define INT_SETTER(fn, field, lo, hi)                                                              \
+    static const char *fn(struct conf *c, const struct value *v, char *why, size_t n)             \
+    {                                                                                              \
+        const char *e = int_range(v, lo, hi, why, n);                                              \
+        if (!e) c->field = v->i;                                                                   \
+        return e;                                                                                  \
+    }
+INT_SETTER(set_keepalive, keepalive_seconds, 1, 3600)
+INT_SETTER(set_batch_max, batch_max_events, 1, 100000)
+INT_SETTER(set_max_inflight, max_inflight, 1, 60000)
+INT_SETTER(set_outbox_max, outbox_max_events, 1, INT64_MAX)
+INT_SETTER(set_max_skew, max_clock_skew_seconds, 1, 86400 * 365)
+INT_SETTER(set_reconnect_max, reconnect_max_seconds, 1, 3600)
+#undef INT_SETTER
 
 static const char *set_list(char ***dst, const struct value *v)
 {
@@ -373,6 +438,16 @@ static const struct key_def keys[] = {
     { "replication", "client_password", set_password },
     { "replication", "username", set_username },
     { "replication", "peer_list", set_repl_peers },
+    { "replication", "tls_ca_file", set_tls_ca },
+    { "replication", "tls_cert_file", set_tls_cert },
+    { "replication", "tls_key_file", set_tls_key },
+    { "replication", "keepalive_seconds", set_keepalive },
+    { "replication", "wire", set_wire },
+    { "replication", "batch_max_events", set_batch_max },
+    { "replication", "max_inflight", set_max_inflight },
+    { "replication", "outbox_max_events", set_outbox_max },
+    { "replication", "max_clock_skew_seconds", set_max_skew },
+    { "replication", "reconnect_max_seconds", set_reconnect_max },
     { "anti_entropy", "enabled", set_ae_enabled },
     { "anti_entropy", "interval_seconds", set_ae_interval },
     { "anti_entropy", "peer_list", set_ae_peers },

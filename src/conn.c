@@ -33,6 +33,7 @@
 #include "arborkv/log.h"
 #include "arborkv/loop.h"
 #include "arborkv/mem.h"
+#include "arborkv/repl.h"
 #include "arborkv/server.h"
 #include "arborkv/store.h"
 
@@ -411,9 +412,12 @@ static void group_commit(struct server *srv)
 {
     if (!srv->txn_failed && !store_in_txn(srv->store)) return;
     int rc = -EIO;
+    /* The turn's replication events join its transaction (the durable outbox). */
+    if (!srv->txn_failed && repl_before_commit(srv->repl) < 0) srv->txn_failed = true;
     if (srv->txn_failed) store_rollback(srv->store);
     else rc = store_commit(srv->store);
     srv->txn_failed = false;
+    repl_after_commit(srv->repl, rc == 0);
     if (rc == 0) {
         srv->stats.commits++;
         return;
@@ -468,6 +472,7 @@ void conn_before_sleep(struct server *srv)
         srv->closing = c->closing_next;
         conn_free(c);
     }
+    repl_pump(srv->repl); /* what this turn committed, and room freed by acknowledgements */
 }
 
 void conn_close_all(struct server *srv, uint64_t timeout_us)

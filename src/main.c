@@ -28,11 +28,13 @@
 #include "arborkv/log.h"
 #include "arborkv/loop.h"
 #include "arborkv/mem.h"
+#include "arborkv/repl.h"
 #include "arborkv/server.h"
 #include "arborkv/store.h"
 
 #define SHUTDOWN_FLUSH_US 500000 /* time given to clients to read their last replies */
 #define EXIT_CONFIG       2      /* bad configuration or command line */
+#define REPL_DISCONNECT_MS 300   /* time given to the broker link to say goodbye at shutdown */
 
 static void on_signal(struct loop *l, int fd, unsigned events, void *arg)
 {
@@ -70,6 +72,28 @@ static void raise_fd_limit(size_t max_clients)
     if (rl.rlim_cur < want)
         log_warn("open-file limit %llu is below max_clients + 64; raise it (ulimit -n)",
                 (unsigned long long) rl.rlim_cur);
+}
+
+/* Builds the replication layer from the [replication] settings; it connects only if enabled. */
+static int start_replication(struct server *srv, const struct conf *c)
+{
+    char addr[300];
+    (void) snprintf(addr, sizeof(addr), "%s:%d", c->host, srv->port);
+    struct repl_opts o = {
+        .enabled = c->repl_enabled, .broker = c->mqtt_broker, .port = c->mqtt_port,
+        .prefix = c->topic_prefix, .username = c->mqtt_username, .password = c->client_password,
+        .tls_ca_file = c->tls_ca_file, .tls_cert_file = c->tls_cert_file,
+        .tls_key_file = c->tls_key_file, .keepalive_s = (int) c->keepalive_seconds,
+        .wire_merklekv = c->wire_merklekv, .batch_max_events = (size_t) c->batch_max_events,
+        .max_inflight = (size_t) c->max_inflight, .outbox_max_events = (uint64_t) c->outbox_max_events,
+        .reconnect_max_s = (int) c->reconnect_max_seconds, .addr = addr,
+    };
+    int rc = repl_new(&srv->repl, srv, &o);
+    if (rc < 0) log_error("cannot start replication: %s", strerror(-rc));
+    else if (c->repl_enabled)
+        log_info("replication: broker %s:%d, topics %s/events/#", c->mqtt_broker, c->mqtt_port,
+                c->topic_prefix);
+    return rc;
 }
 
 static int config_error(const struct conf_error *err)
@@ -181,7 +205,8 @@ int main(int argc, char **argv)
     srv.output_limit = (size_t) conf.client_output_limit;
     srv.start_us = loop_now_us();
     srv.start_unix_s = hlc_wall_ns() / 1000000000ULL;
-    hlc_init(&srv.hlc, store_max_ts_at_open(store), HLC_DEFAULT_MAX_SKEW_NS);
+    hlc_init(&srv.hlc, store_max_ts_at_open(store),
+            (uint64_t) conf.max_clock_skew_seconds * 1000000000ULL);
     cmd_init(&srv);
 
     sigset_t mask;
@@ -195,6 +220,9 @@ int main(int argc, char **argv)
         goto out;
     }
     if (conn_listen(&srv, conf.host, conf.port) < 0) goto out;
+    /* After the signal mask (paho's threads inherit it: signals stay with the signalfd) and
+     * after the listener (clients are served while the broker is still being reached). */
+    if (start_replication(&srv, &conf) < 0) goto out;
     loop_set_before_sleep(loop, before_sleep, &srv);
     log_info("arborkv %s node %s listening on %s:%d (engine %s, fsync %s)", ARBORKV_VERSION,
             node_id, conf.host, srv.port, srv.engine_name, srv.fsync_name);
@@ -203,10 +231,13 @@ int main(int argc, char **argv)
 
     conn_stop_listening(&srv);
     conn_close_all(&srv, SHUTDOWN_FLUSH_US);
+    repl_free(srv.repl, REPL_DISCONNECT_MS);
+    srv.repl = NULL;
     status = 0;
     log_info("shutdown complete");
 
 out:
+    repl_free(srv.repl, 0);
     if (sfd >= 0) (void) close(sfd);
     if (srv.cmd_state) cmd_free(&srv);
     store_close(store);

@@ -93,7 +93,7 @@
  */
 #define STORE_DB_FILE              "arborkv.db"
 #define STORE_APPLICATION_ID       1634888566 /* 0x61726b76, "arkv" */
-#define STORE_SCHEMA_VERSION       1          /* PRAGMA user_version of a current database */
+#define STORE_SCHEMA_VERSION       2          /* PRAGMA user_version of a current database */
 #define STORE_BUSY_TIMEOUT_MS      200        /* ms; waiting for another process's lock at open */
 #define STORE_CACHE_KIB            65536      /* KiB of page cache (PRAGMA cache_size = -N) */
 #define STORE_WAL_CHECKPOINT_PAGES 16384      /* pages (4 KiB) of WAL that trigger a checkpoint */
@@ -107,6 +107,15 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
           " op_id BLOB NOT NULL,"
           " value BLOB"
           ") WITHOUT ROWID;",
+    /* The replication outbox (replication.md §3): one row per event message, written in the
+     * transaction of the writes it carries, deleted when the broker acknowledges it.
+     * AUTOINCREMENT: ids are never reused, so a late acknowledgement of a message published
+     * twice cannot delete a newer row. */
+    [2] = "CREATE TABLE outbox ("
+          " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+          " nevents INTEGER NOT NULL,"
+          " payload BLOB NOT NULL"
+          ");",
 };
 
 /*
@@ -127,6 +136,9 @@ enum stmt_id {
     STMT_SCAN_HI,      /* ?1 <= key < ?2, all columns */
     STMT_SCAN_KEYS,    /* key >= ?1, no value */
     STMT_SCAN_KEYS_HI, /* ?1 <= key < ?2, no value */
+    STMT_OUTBOX_ADD,   /* new outbox message */
+    STMT_OUTBOX_DEL,   /* drop outbox message ?1 */
+    STMT_OUTBOX_NEXT,  /* oldest outbox message with id > ?1 */
     STMT_BEGIN,
     STMT_COMMIT,
     STMT_ROLLBACK,
@@ -140,7 +152,7 @@ static const struct {
     [STMT_GET] = { "get", "SELECT tombstone, value FROM records WHERE key = ?1" },
     [STMT_GET_REC] = { "get_rec",
                        "SELECT tombstone, ts, op_id, value FROM records WHERE key = ?1" },
-    [STMT_PROBE] = { "put", "SELECT tombstone FROM records WHERE key = ?1" },
+    [STMT_PROBE] = { "put", "SELECT tombstone, ts FROM records WHERE key = ?1" },
     [STMT_INSERT] = { "put", "INSERT INTO records (key, tombstone, ts, op_id, value)"
                              " VALUES (?1, ?2, ?3, ?4, ?5)" },
     [STMT_UPDATE] = { "put", "UPDATE records SET tombstone = ?2, ts = ?3, op_id = ?4, value = ?5"
@@ -153,6 +165,10 @@ static const struct {
                                  " WHERE key >= ?1 ORDER BY key" },
     [STMT_SCAN_KEYS_HI] = { "scan", "SELECT key, tombstone, ts, op_id FROM records"
                                     " WHERE key >= ?1 AND key < ?2 ORDER BY key" },
+    [STMT_OUTBOX_ADD] = { "outbox add", "INSERT INTO outbox (nevents, payload) VALUES (?1, ?2)" },
+    [STMT_OUTBOX_DEL] = { "outbox delete", "DELETE FROM outbox WHERE id = ?1" },
+    [STMT_OUTBOX_NEXT] = { "outbox read", "SELECT id, nevents, payload FROM outbox WHERE id > ?1"
+                                          " ORDER BY id LIMIT 1" },
     [STMT_BEGIN] = { "begin", "BEGIN IMMEDIATE" },
     [STMT_COMMIT] = { "commit", "COMMIT" },
     [STMT_ROLLBACK] = { "rollback", "ROLLBACK" },
@@ -169,6 +185,8 @@ struct store {
     uint64_t live_count;            /* rows with tombstone = 0, this connection's view */
     uint64_t live_count_at_begin;   /* live_count when the open transaction began */
     uint64_t max_ts_at_open;        /* largest ts stored at open, 0 when empty */
+    uint64_t outbox_rows_at_open;   /* outbox messages at open */
+    uint64_t outbox_events_at_open; /* events in them */
     struct buf scan_lo;             /* scratch: lower bound of the current scan */
     struct buf scan_hi;             /* scratch: upper bound (prefix successor) */
 };
@@ -497,6 +515,10 @@ static int load_counts(struct store *st, const char *path, char *err, size_t err
     if (rc != SQLITE_OK) return open_error(st, path, "count records", rc, err, errlen);
     st->live_count = (uint64_t) v[0];
     st->max_ts_at_open = !null[2] ? (uint64_t) v[2] : null[1] ? 0 : (uint64_t) v[1];
+    rc = query_ints(st, "SELECT count(*), coalesce(sum(nevents), 0) FROM outbox", v, 2, NULL);
+    if (rc != SQLITE_OK) return open_error(st, path, "count outbox", rc, err, errlen);
+    st->outbox_rows_at_open = (uint64_t) v[0];
+    st->outbox_events_at_open = (uint64_t) v[1];
     return 0;
 }
 
@@ -723,7 +745,7 @@ int store_get_rec(struct store *st, const uint8_t *key, size_t key_len, struct s
  * place or an INSERT. That measured faster than INSERT OR REPLACE, which deletes and re-inserts
  * the cell (see tools/store_bench.c).
  */
-int store_put(struct store *st, const struct store_rec *rec)
+static int put(struct store *st, const struct store_rec *rec, uint64_t *supersede_ts)
 {
     release_pending(st);
     assert(st->in_txn); /* caller contract: writes happen inside store_begin/store_commit */
@@ -739,13 +761,15 @@ int store_put(struct store *st, const struct store_rec *rec)
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) goto fail;
     bool existed = rc == SQLITE_ROW;
     bool was_live = existed && sqlite3_column_int64(s, 0) == 0;
+    uint64_t ts = rec->ts, old_ts = existed ? (uint64_t) sqlite3_column_int64(s, 1) : 0;
+    if (supersede_ts && existed && ts <= old_ts && old_ts != UINT64_MAX) ts = old_ts + 1;
     if (finish(st, s, "put") < 0) goto poisoned;
 
     s = st->stmt[existed ? STMT_UPDATE : STMT_INSERT];
     rc = bind_bytes(s, 1, rec->key, rec->key_len);
     if (rc == SQLITE_OK) rc = sqlite3_bind_int(s, 2, rec->tombstone ? 1 : 0);
     /* uint64 -> int64 keeps the bit pattern (two's complement), read back with a cast. */
-    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(s, 3, (sqlite3_int64) rec->ts);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(s, 3, (sqlite3_int64) ts);
     if (rc == SQLITE_OK) rc = bind_bytes(s, 4, rec->op_id, STORE_OP_ID_BYTES);
     if (rc == SQLITE_OK)
         rc = rec->tombstone ? sqlite3_bind_null(s, 5)
@@ -758,6 +782,7 @@ int store_put(struct store *st, const struct store_rec *rec)
         st->live_count--;
     else if (!was_live && !rec->tombstone)
         st->live_count++;
+    if (supersede_ts) *supersede_ts = ts;
     return 0;
 
 fail:
@@ -765,6 +790,19 @@ fail:
 poisoned:
     st->txn_failed = true;
     return -EIO;
+}
+
+int store_put(struct store *st, const struct store_rec *rec)
+{
+    return put(st, rec, NULL);
+}
+
+int store_put_local(struct store *st, struct store_rec *rec)
+{
+    uint64_t ts = rec->ts;
+    int rc = put(st, rec, &ts);
+    if (rc == 0) rec->ts = ts;
+    return rc;
 }
 
 /* ---- scans --------------------------------------------------------------------------------- */
@@ -851,4 +889,57 @@ uint64_t store_max_ts_at_open(const struct store *st)
 const char *store_engine_name(const struct store *st)
 {
     return st->engine == STORE_ENGINE_MEMORY ? "memory" : "sqlite";
+}
+
+/* ---- replication outbox ------------------------------------------------------------------- */
+
+int store_outbox_add(struct store *st, const uint8_t *payload, size_t len, uint32_t nevents,
+        uint64_t *id)
+{
+    release_pending(st);
+    assert(st->in_txn);
+    sqlite3_stmt *s = st->stmt[STMT_OUTBOX_ADD];
+    if (sqlite3_bind_int64(s, 1, nevents) != SQLITE_OK || bind_bytes(s, 2, payload, len) != SQLITE_OK ||
+            sqlite3_step(s) != SQLITE_DONE) {
+        st->txn_failed = true;
+        return sql_fail(st, s, stmt_defs[STMT_OUTBOX_ADD].op);
+    }
+    *id = (uint64_t) sqlite3_last_insert_rowid(st->db);
+    return finish(st, s, stmt_defs[STMT_OUTBOX_ADD].op);
+}
+
+int store_outbox_delete(struct store *st, uint64_t id)
+{
+    release_pending(st);
+    assert(st->in_txn);
+    sqlite3_stmt *s = st->stmt[STMT_OUTBOX_DEL];
+    if (sqlite3_bind_int64(s, 1, (sqlite3_int64) id) != SQLITE_OK || sqlite3_step(s) != SQLITE_DONE) {
+        st->txn_failed = true;
+        return sql_fail(st, s, stmt_defs[STMT_OUTBOX_DEL].op);
+    }
+    int changed = sqlite3_changes(st->db);
+    int rc = finish(st, s, stmt_defs[STMT_OUTBOX_DEL].op);
+    return rc < 0 ? rc : changed > 0;
+}
+
+int store_outbox_next(struct store *st, uint64_t after, uint64_t *id, uint32_t *nevents,
+        const uint8_t **payload, size_t *len)
+{
+    release_pending(st);
+    sqlite3_stmt *s = st->stmt[STMT_OUTBOX_NEXT];
+    if (sqlite3_bind_int64(s, 1, (sqlite3_int64) after) != SQLITE_OK) return sql_fail(st, s, "outbox read");
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_DONE) return finish(st, s, stmt_defs[STMT_OUTBOX_NEXT].op);
+    if (rc != SQLITE_ROW) return sql_fail(st, s, stmt_defs[STMT_OUTBOX_NEXT].op);
+    *id = (uint64_t) sqlite3_column_int64(s, 0);
+    *nevents = (uint32_t) sqlite3_column_int64(s, 1);
+    *payload = column_bytes(s, 2, len);
+    st->pending = s; /* the [borrow] payload lives until the next call */
+    return 1;
+}
+
+void store_outbox_counts_at_open(const struct store *st, uint64_t *rows, uint64_t *events)
+{
+    *rows = st->outbox_rows_at_open;
+    *events = st->outbox_events_at_open;
 }

@@ -783,10 +783,10 @@ TEST(refuse_newer_schema)
     put(st, "a", "1", 1);
     ASSERT_OK(store_commit(st));
     store_close(st);
+    exec_raw(tmp_path("arborkv.db"), "PRAGMA user_version = 3;");
+    expect_refused_untouched(tmp_root, -ENOTSUP, "schema version 3");
+    /* Back to the current version: the data is still there. */
     exec_raw(tmp_path("arborkv.db"), "PRAGMA user_version = 2;");
-    expect_refused_untouched(tmp_root, -ENOTSUP, "schema version 2");
-    /* Back to version 1: the data is still there. */
-    exec_raw(tmp_path("arborkv.db"), "PRAGMA user_version = 1;");
     st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
     expect(st, "a", "1");
     store_close(st);
@@ -884,6 +884,103 @@ TEST(unwritable_directory_is_a_clear_error)
     rm_tmp();
 }
 
+TEST(put_local_supersedes_the_stored_version)
+{
+    struct store *st = open_ok(STORE_ENGINE_MEMORY, NULL);
+    put(st, "k", "remote", 1000); /* e.g. from a peer whose clock runs far ahead */
+    struct store_rec rec = { .key = (const uint8_t *) "k", .key_len = 1,
+        .value = (const uint8_t *) "local", .value_len = 5, .ts = 10 };
+    ASSERT_OK(store_put_local(st, &rec));
+    ASSERT_U64_EQ(rec.ts, 1001);
+    struct store_rec got;
+    ASSERT_EQ(store_get_rec(st, (const uint8_t *) "k", 1, &got), 1);
+    ASSERT_U64_EQ(got.ts, 1001);
+    ASSERT_SLICE_EQ(got.value, got.value_len, "local");
+    /* A clock already past the stored version is kept as is; a new key too. */
+    rec.ts = 5000;
+    ASSERT_OK(store_put_local(st, &rec));
+    ASSERT_U64_EQ(rec.ts, 5000);
+    struct store_rec fresh = { .key = (const uint8_t *) "new", .key_len = 3, .tombstone = true,
+        .ts = 7 };
+    ASSERT_OK(store_put_local(st, &fresh));
+    ASSERT_U64_EQ(fresh.ts, 7);
+    ASSERT_OK(store_commit(st));
+    store_close(st);
+}
+
+TEST(outbox_add_read_delete_and_counts)
+{
+    make_tmp();
+    struct store *st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    uint64_t rows, events, id1, id2, id3;
+    store_outbox_counts_at_open(st, &rows, &events);
+    ASSERT_U64_EQ(rows, 0);
+    ASSERT_U64_EQ(events, 0);
+    ASSERT_OK(store_begin(st));
+    ASSERT_OK(store_outbox_add(st, (const uint8_t *) "one", 3, 1, &id1));
+    ASSERT_OK(store_outbox_add(st, (const uint8_t *) "two", 3, 2, &id2));
+    ASSERT_OK(store_outbox_add(st, (const uint8_t *) "", 0, 3, &id3));
+    ASSERT(id1 < id2 && id2 < id3);
+    ASSERT_OK(store_commit(st));
+
+    uint64_t id;
+    uint32_t n;
+    const uint8_t *p;
+    size_t len;
+    ASSERT_EQ(store_outbox_next(st, 0, &id, &n, &p, &len), 1);
+    ASSERT_U64_EQ(id, id1);
+    ASSERT_EQ(n, 1);
+    ASSERT_SLICE_EQ(p, len, "one");
+    ASSERT_EQ(store_outbox_next(st, id1, &id, &n, &p, &len), 1);
+    ASSERT_U64_EQ(id, id2);
+    ASSERT_EQ(store_outbox_next(st, id3, &id, &n, &p, &len), 0);
+
+    ASSERT_OK(store_begin(st));
+    ASSERT_EQ(store_outbox_delete(st, id1), 1);
+    ASSERT_EQ(store_outbox_delete(st, id1), 0); /* a repeated acknowledgement */
+    ASSERT_OK(store_commit(st));
+    store_close(st);
+
+    /* Reopen: what is left is counted, oldest first, and ids are never reused. */
+    st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    store_outbox_counts_at_open(st, &rows, &events);
+    ASSERT_U64_EQ(rows, 2);
+    ASSERT_U64_EQ(events, 5);
+    ASSERT_EQ(store_outbox_next(st, 0, &id, &n, &p, &len), 1);
+    ASSERT_U64_EQ(id, id2);
+    ASSERT_OK(store_begin(st));
+    ASSERT_EQ(store_outbox_delete(st, id2), 1);
+    ASSERT_EQ(store_outbox_delete(st, id3), 1);
+    uint64_t id4;
+    ASSERT_OK(store_outbox_add(st, (const uint8_t *) "four", 4, 1, &id4));
+    ASSERT(id4 > id3);
+    /* Rolled back with the transaction, like the writes it describes. */
+    store_rollback(st);
+    ASSERT_EQ(store_outbox_next(st, 0, &id, &n, &p, &len), 1);
+    ASSERT_U64_EQ(id, id2);
+    store_close(st);
+    rm_tmp();
+}
+
+TEST(schema_1_is_migrated_keeping_records)
+{
+    make_tmp();
+    struct store *st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    put(st, "a", "1", 1);
+    ASSERT_OK(store_commit(st));
+    store_close(st);
+    /* What a version-1 database looks like: no outbox table. */
+    exec_raw(tmp_path("arborkv.db"), "DROP TABLE outbox; PRAGMA user_version = 1;");
+    st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    expect(st, "a", "1");
+    uint64_t id;
+    ASSERT_OK(store_begin(st));
+    ASSERT_OK(store_outbox_add(st, (const uint8_t *) "x", 1, 1, &id));
+    ASSERT_OK(store_commit(st));
+    store_close(st);
+    rm_tmp();
+}
+
 TEST(close_is_null_safe)
 {
     store_close(NULL);
@@ -891,6 +988,9 @@ TEST(close_is_null_safe)
 
 TEST_LIST{
     TEST_ENTRY(put_get_memory),
+    TEST_ENTRY(put_local_supersedes_the_stored_version),
+    TEST_ENTRY(outbox_add_read_delete_and_counts),
+    TEST_ENTRY(schema_1_is_migrated_keeping_records),
     TEST_ENTRY(put_get_sqlite),
     TEST_ENTRY(tombstone_and_live_count),
     TEST_ENTRY(empty_value_is_not_a_tombstone),

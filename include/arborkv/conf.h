@@ -51,7 +51,17 @@ struct conf {
     char *client_id;                /* MerkleKV key; default NULL (= node_id) */
     char *client_password;          /* default NULL */
     char *mqtt_username;            /* key "username"; default NULL */
-    char **repl_peer_list;          /* NULL-terminated array or NULL */
+    char **repl_peer_list;          /* NULL-terminated array or NULL; accepted, unused */
+    char *tls_ca_file;              /* TLS (ssl://) when set; default NULL */
+    char *tls_cert_file;            /* client certificate; default NULL */
+    char *tls_key_file;             /* client key; default NULL */
+    int64_t keepalive_seconds;      /* MQTT keep-alive; default 30 */
+    bool wire_merklekv;             /* wire = "merklekv"; default false ("cbor") */
+    int64_t batch_max_events;       /* events per message; default 1000 */
+    int64_t max_inflight;           /* unacknowledged outbox messages; default 256 */
+    int64_t outbox_max_events;      /* outbox bound; default 1,000,000 */
+    int64_t max_clock_skew_seconds; /* HLC guard (replication.md §1); default 60 */
+    int64_t reconnect_max_seconds;  /* reconnect backoff cap; default 30 */
     /* [anti_entropy] */
     bool ae_enabled;                /* default true */
     int ae_interval_seconds;        /* default 10 */

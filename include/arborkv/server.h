@@ -22,6 +22,7 @@
 struct loop;
 struct store;
 struct conn;
+struct repl;
 
 /* Command families counted by STATS (protocol.md §4), in output order. */
 enum stat_cat {
@@ -64,6 +65,7 @@ struct server {
     struct store *store;       /* record store (borrowed from main) */
     struct hlc hlc;            /* hybrid logical clock for local writes */
     struct opid_pool opids;    /* random op_ids of local writes */
+    struct repl *repl;         /* replication layer (owned by main), NULL when not built */
     const char *node_id;       /* [borrow] this node's id, from the config */
     const char *engine_name;   /* "sqlite" or "memory" */
     const char *fsync_name;    /* "normal" or "always" */

@@ -84,6 +84,14 @@ int store_get_rec(struct store *st, const uint8_t *key, size_t key_len, struct s
  */
 int store_put(struct store *st, const struct store_rec *rec);
 
+/*
+ * store_put for a new local write: the record is written with ts raised, if needed, to one more
+ * than the ts of the record it replaces, and rec->ts is updated to the ts written. So a write
+ * always supersedes the version this node holds, even when that version came from a peer whose
+ * clock runs ahead beyond the HLC's skew guard (the causally later write wins).
+ */
+int store_put_local(struct store *st, struct store_rec *rec);
+
 /* Callback for store_scan: return 0 to go on, anything else to stop (store_scan returns it). */
 typedef int store_scan_fn(void *arg, const struct store_rec *rec);
 
@@ -105,6 +113,22 @@ int store_scan(struct store *st, const uint8_t *prefix, size_t prefix_len, const
 uint64_t store_live_count(const struct store *st);
 /* Largest ts of any record at open time (for the HLC across restarts); 0 for an empty store. */
 uint64_t store_max_ts_at_open(const struct store *st);
+/*
+ * Replication outbox (schema version 2): event messages waiting for the broker's acknowledgement.
+ * store_outbox_add and store_outbox_delete need an open transaction (store_begin); a failure
+ * marks it failed. store_outbox_add sets *id (ids only grow, never reused). store_outbox_delete
+ * returns 1 deleted, 0 no such row, or -EIO. store_outbox_next finds the oldest message with
+ * id > after: 1 with the fields set (payload [borrow] until the next call into the store), 0 when
+ * none, or -EIO.
+ */
+int store_outbox_add(struct store *st, const uint8_t *payload, size_t len, uint32_t nevents,
+        uint64_t *id);
+int store_outbox_delete(struct store *st, uint64_t id);
+int store_outbox_next(struct store *st, uint64_t after, uint64_t *id, uint32_t *nevents,
+        const uint8_t **payload, size_t *len);
+/* Messages and events in the outbox when the store was opened. */
+void store_outbox_counts_at_open(const struct store *st, uint64_t *rows, uint64_t *events);
+
 /* "sqlite" or "memory". */
 const char *store_engine_name(const struct store *st);
 

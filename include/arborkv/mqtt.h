@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mqtt: the MQTT link, on paho.mqtt.c's asynchronous client (MQTTAsync), seen from the event loop.
+ *
+ * Paho runs its own threads and calls back on them. This module's callbacks do nothing there but
+ * copy what arrived (connection state, messages, publish acknowledgements) onto a queue and wake
+ * the loop through an eventfd; the loop thread then calls the handlers below. So every handler,
+ * and every function of this header, runs on the event-loop thread, and the layers above never
+ * see a paho thread.
+ *
+ * The link connects in the background and reconnects after any failure or loss with exponential
+ * backoff (100 ms doubling up to reconnect_max_s, ±25% jitter). Subscriptions registered with
+ * mqtt_subscribe() are (re)made after every connect. Sessions are persistent (clean session off):
+ * the broker queues QoS 1 messages for this client id while it is away.
+ *
+ * Flow control: when messages arrive faster than the loop drains them, paho's receive thread
+ * waits (MQTT_QUEUE_MAX_BYTES), which stops reading the socket and lets TCP push back on the
+ * broker.
+ */
+#ifndef ARBORKV_MQTT_H
+#define ARBORKV_MQTT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MQTT_QUEUE_MAX_BYTES (64u * 1024 * 1024) /* received bytes waiting for the loop */
+
+struct loop;
+struct mqtt;
+
+enum mqtt_state {
+    MQTT_STOPPED = 0, /* not started, or stopped */
+    MQTT_CONNECTING,  /* a connect is in progress or scheduled */
+    MQTT_CONNECTED,   /* CONNACK received */
+};
+
+struct mqtt_opts {
+    const char *host;        /* broker host */
+    int port;                /* broker port */
+    const char *client_id;   /* MQTT client id (the node id) */
+    const char *username;    /* NULL: none */
+    const char *password;    /* NULL: none */
+    const char *tls_ca_file; /* non-NULL: connect with TLS (ssl://), verifying the broker */
+    const char *tls_cert_file;
+    const char *tls_key_file;
+    int keepalive_s;         /* MQTT keep-alive */
+    int reconnect_max_s;     /* backoff cap */
+    const char *will_topic;  /* last will (retained, QoS 1); NULL: none */
+    const char *will_payload;
+};
+
+struct mqtt_handlers {
+    void (*on_connect)(void *arg);
+    void (*on_disconnect)(void *arg, const char *why);
+    void (*on_message)(void *arg, const char *topic, const uint8_t *payload, size_t len);
+    /* A publish with this tag was acknowledged (QoS 1: PUBACK) or failed. */
+    void (*on_published)(void *arg, uint64_t tag, bool ok);
+};
+
+/*
+ * Creates the link (not started). All strings of opts are copied. Returns 0 or a negative errno
+ * with a reason logged (bad options, eventfd failure, paho refusing the client).
+ */
+int mqtt_new(struct mqtt **out, struct loop *l, const struct mqtt_opts *opts,
+        const struct mqtt_handlers *h, void *arg);
+
+/* Disconnects (waiting at most timeout_ms for pending sends) and frees. NULL-safe. */
+void mqtt_free(struct mqtt *m, int timeout_ms);
+
+/* Starts connecting in the background (no-op when started). */
+void mqtt_start(struct mqtt *m);
+
+/* Disconnects and stays disconnected until mqtt_start (no-op when stopped). */
+void mqtt_stop(struct mqtt *m, int timeout_ms);
+
+/* Adds a topic filter subscribed with QoS 1 after every connect (and now, when connected). */
+int mqtt_subscribe(struct mqtt *m, const char *filter);
+
+/*
+ * Publishes (payload copied). Only while connected: returns 0, -ENOTCONN when not connected, or
+ * -EIO when paho refused it. on_published(tag) follows a 0 return, unless the connection drops
+ * first (then on_disconnect tells the caller to consider everything unacknowledged).
+ */
+int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
+        bool retain, uint64_t tag);
+
+enum mqtt_state mqtt_state(const struct mqtt *m);
+const char *mqtt_state_name(enum mqtt_state s);
+/* Successful connections since creation. */
+uint64_t mqtt_connects(const struct mqtt *m);
+
+#endif

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * repl: replication over MQTT (replication.md §1-§3, docs/replication.md).
+ *
+ * Outgoing: kv_write reports every local change with repl_record; the turn's events are encoded
+ * (codec) into batch messages and stored in the SQLite outbox by repl_before_commit, inside the
+ * turn's transaction. After the commit, repl_pump publishes the outbox oldest first, with a
+ * bounded number of unacknowledged messages; a PUBACK deletes its row.
+ *
+ * Incoming: events from {prefix}/events/# are decoded strictly and applied with last-write-wins
+ * in the turn's transaction (group commit); own events are ignored. Presence from
+ * {prefix}/nodes/+ counts the peers online.
+ *
+ * THREADING: event-loop thread only (the mqtt module hides paho's threads).
+ */
+#ifndef ARBORKV_REPL_H
+#define ARBORKV_REPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "arborkv/buf.h"
+#include "arborkv/codec.h"
+#include "arborkv/store.h"
+
+struct server;
+struct repl;
+
+struct repl_opts {
+    bool enabled;              /* connect at startup */
+    const char *broker;        /* host */
+    int port;
+    const char *prefix;        /* topic prefix */
+    const char *username;      /* NULL: none */
+    const char *password;      /* NULL: none */
+    const char *tls_ca_file, *tls_cert_file, *tls_key_file;
+    int keepalive_s;
+    bool wire_merklekv;        /* one event per message, integer arrays */
+    size_t batch_max_events;
+    size_t max_inflight;
+    uint64_t outbox_max_events;
+    int reconnect_max_s;
+    const char *addr;          /* "host:port" clients use, for presence */
+};
+
+/* Creates the replication layer (and starts connecting when opts->enabled). 0 or -errno. */
+int repl_new(struct repl **out, struct server *srv, const struct repl_opts *opts);
+
+/* Publishes the offline presence, disconnects (at most timeout_ms), frees. NULL-safe. */
+void repl_free(struct repl *r, int timeout_ms);
+
+/* Records a committed-to-be local change for publication (rec: [borrow]). */
+void repl_record(struct repl *r, enum codec_op op, const struct store_rec *rec);
+
+/* Inside the turn's open transaction, before COMMIT: stores the turn's events in the outbox.
+ * Returns 0 or -EIO (the transaction must then be rolled back). */
+int repl_before_commit(struct repl *r);
+
+/* After the turn's COMMIT (committed) or ROLLBACK (!committed). */
+void repl_after_commit(struct repl *r, bool committed);
+
+/* Publishes what the outbox holds and the window allows; call with no transaction open. */
+void repl_pump(struct repl *r);
+
+/* REPLICATE enable / disable at run time. */
+void repl_enable(struct repl *r);
+void repl_disable(struct repl *r);
+bool repl_is_enabled(const struct repl *r);
+size_t repl_peers_online(const struct repl *r);
+
+/* Appends the replication lines of INFO ("name:value\r\n" each). */
+void repl_info(const struct repl *r, struct buf *out);
+
+#endif

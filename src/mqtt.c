@@ -1,0 +1,516 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mqtt: paho MQTTAsync behind an eventfd; see include/arborkv/mqtt.h.
+ *
+ * THREADING: functions named cb_* run on paho's threads and touch only the queue (under
+ * m->lock) and the eventfd. Everything else runs on the event-loop thread.
+ *
+ * Publish acknowledgements: paho identifies a QoS 1 publish by its token, the MQTT packet id
+ * (1..65535, reused once acknowledged). The loop keeps the caller's tag per token in
+ * m->tags[token]; a callback may run before MQTTAsync_send returns, but its queue item is only
+ * handled by the loop after the send call (and the table update) has finished.
+ */
+#include "arborkv/mqtt.h"
+
+#include <MQTTAsync.h>
+#include <sodium.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "arborkv/log.h"
+#include "arborkv/loop.h"
+#include "arborkv/mem.h"
+
+#define RECONNECT_MIN_US   100000ULL /* first retry after 100 ms */
+#define CONNECT_TIMEOUT_S  5         /* TCP + CONNACK */
+#define TOKEN_SLOTS        65536     /* MQTT packet ids are 16-bit */
+#define SUBS_MAX           16
+
+enum qtype { Q_CONNECTED, Q_CONNECT_FAILED, Q_LOST, Q_MESSAGE, Q_PUB_OK, Q_PUB_FAIL, Q_SUB_FAIL };
+
+struct qitem {
+    struct qitem *next;
+    enum qtype type;
+    int token;          /* Q_PUB_* */
+    size_t len;         /* payload bytes (Q_MESSAGE) */
+    char *topic;        /* Q_MESSAGE: NUL-terminated, inside this allocation */
+    uint8_t *payload;   /* Q_MESSAGE: inside this allocation */
+    char why[160];      /* Q_CONNECT_FAILED, Q_LOST */
+};
+
+struct mqtt {
+    struct loop *loop;
+    MQTTAsync client;
+    struct mqtt_handlers h;
+    void *arg;
+    int efd;                     /* eventfd: paho threads -> loop */
+    char *uri, *client_id, *username, *password, *ca, *cert, *key, *will_topic, *will_payload;
+    int keepalive_s, reconnect_max_s;
+    char *subs[SUBS_MAX];
+    size_t nsubs;
+
+    enum mqtt_state state;
+    bool connect_in_flight;      /* MQTTAsync_connect issued, no answer yet */
+    uint64_t backoff_us;         /* next reconnect delay before jitter */
+    uint64_t timer;              /* pending reconnect timer id, 0 if none */
+    uint64_t connects;
+    uint64_t *tags;              /* tag per token (TOKEN_SLOTS) */
+    uint8_t *tag_set;            /* 1 when tags[token] belongs to an outstanding publish */
+
+    pthread_mutex_t lock;        /* guards the fields below */
+    pthread_cond_t drained;      /* signalled when queued_bytes drops */
+    struct qitem *head, *tail;
+    size_t queued_bytes;
+    bool closing;                /* mqtt_free in progress: paho threads must not wait */
+};
+
+/* ---- paho threads ------------------------------------------------------------------------- */
+
+static void push(struct mqtt *m, struct qitem *it)
+{
+    it->next = NULL;
+    (void) pthread_mutex_lock(&m->lock);
+    if (m->tail) m->tail->next = it;
+    else m->head = it;
+    m->tail = it;
+    m->queued_bytes += it->len;
+    (void) pthread_mutex_unlock(&m->lock);
+    uint64_t one = 1;
+    /* EAGAIN means the counter is already non-zero: the loop will wake anyway. */
+    if (write(m->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        log_error("mqtt: eventfd write: %s", strerror(errno));
+}
+
+static struct qitem *item(enum qtype type)
+{
+    struct qitem *it = xcalloc(1, sizeof(*it));
+    it->type = type;
+    return it;
+}
+
+static void cb_connected(void *ctx, MQTTAsync_successData *resp)
+{
+    (void) resp;
+    push(ctx, item(Q_CONNECTED));
+}
+
+static void cb_connect_failed(void *ctx, MQTTAsync_failureData *resp)
+{
+    struct qitem *it = item(Q_CONNECT_FAILED);
+    if (resp && resp->message) (void) snprintf(it->why, sizeof(it->why), "%s", resp->message);
+    else (void) snprintf(it->why, sizeof(it->why), "code %d", resp ? resp->code : -1);
+    push(ctx, it);
+}
+
+static void cb_lost(void *ctx, char *cause)
+{
+    struct qitem *it = item(Q_LOST);
+    (void) snprintf(it->why, sizeof(it->why), "%s", cause ? cause : "connection lost");
+    if (cause) MQTTAsync_free(cause);
+    push(ctx, it);
+}
+
+static int cb_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
+{
+    struct mqtt *m = ctx;
+    size_t tlen = topic_len > 0 ? (size_t) topic_len : strlen(topic);
+    size_t plen = msg->payloadlen > 0 ? (size_t) msg->payloadlen : 0;
+
+    /* Backpressure: hold paho's receive thread while the loop has too much to do. */
+    (void) pthread_mutex_lock(&m->lock);
+    while (m->queued_bytes > MQTT_QUEUE_MAX_BYTES && !m->closing) {
+        struct timespec until;
+        (void) clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        (void) pthread_cond_timedwait(&m->drained, &m->lock, &until);
+    }
+    (void) pthread_mutex_unlock(&m->lock);
+
+    struct qitem *it = xmalloc(sizeof(*it) + tlen + 1 + plen);
+    memset(it, 0, sizeof(*it));
+    it->type = Q_MESSAGE;
+    it->topic = (char *) (it + 1);
+    memcpy(it->topic, topic, tlen);
+    it->topic[tlen] = '\0';
+    it->payload = (uint8_t *) it->topic + tlen + 1;
+    if (plen) memcpy(it->payload, msg->payload, plen);
+    it->len = plen;
+    MQTTAsync_freeMessage(&msg);
+    MQTTAsync_free(topic);
+    push(m, it);
+    return 1; /* handled: paho acknowledges it */
+}
+
+static void cb_pub_ok(void *ctx, MQTTAsync_successData *resp)
+{
+    struct qitem *it = item(Q_PUB_OK);
+    it->token = resp ? resp->token : -1;
+    push(ctx, it);
+}
+
+static void cb_pub_failed(void *ctx, MQTTAsync_failureData *resp)
+{
+    struct qitem *it = item(Q_PUB_FAIL);
+    it->token = resp ? resp->token : -1;
+    push(ctx, it);
+}
+
+static void cb_sub_failed(void *ctx, MQTTAsync_failureData *resp)
+{
+    struct qitem *it = item(Q_SUB_FAIL);
+    (void) snprintf(it->why, sizeof(it->why), "code %d", resp ? resp->code : -1);
+    push(ctx, it);
+}
+
+/* ---- loop thread -------------------------------------------------------------------------- */
+
+static void schedule_reconnect(struct mqtt *m);
+
+static void do_connect(struct mqtt *m)
+{
+    MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
+    MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
+    MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+    co.keepAliveInterval = m->keepalive_s;
+    co.cleansession = 0;
+    co.connectTimeout = CONNECT_TIMEOUT_S;
+    co.automaticReconnect = 0;
+    co.onSuccess = cb_connected;
+    co.onFailure = cb_connect_failed;
+    co.context = m;
+    co.username = m->username;
+    co.password = m->password;
+    if (m->will_topic) {
+        will.topicName = m->will_topic;
+        will.message = m->will_payload;
+        will.retained = 1;
+        will.qos = 1;
+        co.will = &will;
+    }
+    if (m->ca) {
+        ssl.trustStore = m->ca;
+        ssl.keyStore = m->cert;
+        ssl.privateKey = m->key;
+        ssl.enableServerCertAuth = 1;
+        co.ssl = &ssl;
+    }
+    m->state = MQTT_CONNECTING;
+    int rc = MQTTAsync_connect(m->client, &co);
+    if (rc != MQTTASYNC_SUCCESS) {
+        log_warn("mqtt: connect to %s: %s", m->uri, MQTTAsync_strerror(rc));
+        schedule_reconnect(m);
+        return;
+    }
+    m->connect_in_flight = true;
+}
+
+static void on_timer(struct loop *l, void *arg)
+{
+    struct mqtt *m = arg;
+    (void) l;
+    m->timer = 0;
+    if (m->state == MQTT_CONNECTING && !m->connect_in_flight) do_connect(m);
+}
+
+static void schedule_reconnect(struct mqtt *m)
+{
+    if (m->state == MQTT_STOPPED || m->timer) return;
+    m->state = MQTT_CONNECTING;
+    uint64_t base = m->backoff_us ? m->backoff_us : RECONNECT_MIN_US;
+    uint64_t cap = (uint64_t) m->reconnect_max_s * 1000000ULL;
+    if (base > cap) base = cap;
+    /* ±25% jitter so peers that lost the broker together do not return in lockstep. */
+    uint64_t span = base / 2, delay = base - base / 4 + (span ? randombytes_uniform((uint32_t) (span > UINT32_MAX ? UINT32_MAX : span)) : 0);
+    m->backoff_us = base * 2 > cap ? cap : base * 2;
+    m->timer = loop_add_timer(m->loop, delay, on_timer, m);
+}
+
+static void subscribe_all(struct mqtt *m)
+{
+    if (m->nsubs == 0) return;
+    int qos[SUBS_MAX];
+    for (size_t i = 0; i < m->nsubs; i++)
+        qos[i] = 1;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    ro.onFailure = cb_sub_failed;
+    ro.context = m;
+    int rc = MQTTAsync_subscribeMany(m->client, (int) m->nsubs, m->subs, qos, &ro);
+    if (rc != MQTTASYNC_SUCCESS) log_warn("mqtt: subscribe: %s", MQTTAsync_strerror(rc));
+}
+
+static void lost(struct mqtt *m, const char *why)
+{
+    bool was_connected = m->state == MQTT_CONNECTED;
+    m->connect_in_flight = false;
+    memset(m->tag_set, 0, TOKEN_SLOTS);
+    if (m->state == MQTT_STOPPED) return;
+    m->state = MQTT_CONNECTING;
+    schedule_reconnect(m);
+    if (was_connected && m->h.on_disconnect) m->h.on_disconnect(m->arg, why);
+}
+
+static void handle(struct mqtt *m, struct qitem *it)
+{
+    switch (it->type) {
+    case Q_CONNECTED:
+        m->connect_in_flight = false;
+        if (m->state != MQTT_CONNECTING) break; /* stopped meanwhile */
+        m->state = MQTT_CONNECTED;
+        m->backoff_us = 0;
+        m->connects++;
+        log_info("mqtt: connected to %s as %s", m->uri, m->client_id);
+        subscribe_all(m);
+        if (m->h.on_connect) m->h.on_connect(m->arg);
+        break;
+    case Q_CONNECT_FAILED:
+        m->connect_in_flight = false;
+        if (m->state == MQTT_STOPPED) break;
+        if (m->connects == 0 || m->backoff_us >= (uint64_t) m->reconnect_max_s * 1000000ULL)
+            log_debug("mqtt: cannot connect to %s: %s", m->uri, it->why);
+        lost(m, it->why);
+        break;
+    case Q_LOST:
+        if (m->state == MQTT_CONNECTED) log_warn("mqtt: connection to %s lost: %s", m->uri, it->why);
+        lost(m, it->why);
+        break;
+    case Q_MESSAGE:
+        if (m->h.on_message) m->h.on_message(m->arg, it->topic, it->payload, it->len);
+        break;
+    case Q_PUB_OK:
+    case Q_PUB_FAIL:
+        if (it->token > 0 && it->token < TOKEN_SLOTS && m->tag_set[it->token]) {
+            m->tag_set[it->token] = 0;
+            if (m->h.on_published) m->h.on_published(m->arg, m->tags[it->token],
+                    it->type == Q_PUB_OK);
+        }
+        break;
+    case Q_SUB_FAIL:
+        log_warn("mqtt: subscribe refused (%s); reconnecting", it->why);
+        if (m->state == MQTT_CONNECTED) {
+            MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+            d.timeout = 100;
+            (void) MQTTAsync_disconnect(m->client, &d);
+            lost(m, "subscribe refused");
+        }
+        break;
+    }
+}
+
+/* Takes everything queued; wakes paho's receive thread if it waits for room. */
+static struct qitem *take_all(struct mqtt *m)
+{
+    (void) pthread_mutex_lock(&m->lock);
+    struct qitem *list = m->head;
+    m->head = m->tail = NULL;
+    m->queued_bytes = 0;
+    (void) pthread_cond_broadcast(&m->drained);
+    (void) pthread_mutex_unlock(&m->lock);
+    return list;
+}
+
+static void on_eventfd(struct loop *l, int fd, unsigned events, void *arg)
+{
+    struct mqtt *m = arg;
+    uint64_t n;
+    (void) l;
+    (void) events;
+    if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN) log_warn("mqtt: eventfd read: %s", strerror(errno));
+    for (struct qitem *it = take_all(m), *next; it; it = next) {
+        next = it->next;
+        handle(m, it);
+        free(it);
+    }
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
+
+int mqtt_new(struct mqtt **out, struct loop *l, const struct mqtt_opts *o,
+        const struct mqtt_handlers *h, void *arg)
+{
+    struct mqtt *m = xcalloc(1, sizeof(*m));
+    m->loop = l;
+    m->h = *h;
+    m->arg = arg;
+    m->efd = -1;
+    (void) pthread_mutex_init(&m->lock, NULL);
+    (void) pthread_cond_init(&m->drained, NULL);
+    m->client_id = xstrdup(o->client_id);
+    m->username = dup_or_null(o->username);
+    m->password = dup_or_null(o->password);
+    m->ca = dup_or_null(o->tls_ca_file);
+    m->cert = dup_or_null(o->tls_cert_file);
+    m->key = dup_or_null(o->tls_key_file);
+    m->will_topic = dup_or_null(o->will_topic);
+    m->will_payload = dup_or_null(o->will_payload);
+    m->keepalive_s = o->keepalive_s > 0 ? o->keepalive_s : 30;
+    m->reconnect_max_s = o->reconnect_max_s > 0 ? o->reconnect_max_s : 30;
+    m->tags = xcalloc(TOKEN_SLOTS, sizeof(*m->tags));
+    m->tag_set = xcalloc(TOKEN_SLOTS, 1);
+    size_t ulen = strlen(o->host) + 32;
+    m->uri = xmalloc(ulen);
+    (void) snprintf(m->uri, ulen, "%s://%s:%d", m->ca ? "ssl" : "tcp", o->host, o->port);
+
+    m->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (m->efd < 0) {
+        int err = errno;
+        log_error("mqtt: eventfd: %s", strerror(err));
+        mqtt_free(m, 0);
+        return -err;
+    }
+    int rc = loop_add_fd(l, m->efd, LOOP_READ, on_eventfd, m);
+    if (rc < 0) {
+        log_error("mqtt: epoll: %s", strerror(-rc));
+        mqtt_free(m, 0);
+        return rc;
+    }
+    MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+    co.sendWhileDisconnected = 0;
+    rc = MQTTAsync_createWithOptions(&m->client, m->uri, m->client_id, MQTTCLIENT_PERSISTENCE_NONE,
+            NULL, &co);
+    if (rc != MQTTASYNC_SUCCESS) {
+        log_error("mqtt: cannot create a client for %s: %s", m->uri, MQTTAsync_strerror(rc));
+        m->client = NULL;
+        mqtt_free(m, 0);
+        return -EINVAL;
+    }
+    rc = MQTTAsync_setCallbacks(m->client, m, cb_lost, cb_message, NULL);
+    if (rc != MQTTASYNC_SUCCESS) {
+        log_error("mqtt: setCallbacks: %s", MQTTAsync_strerror(rc));
+        mqtt_free(m, 0);
+        return -EINVAL;
+    }
+    *out = m;
+    return 0;
+}
+
+void mqtt_start(struct mqtt *m)
+{
+    if (m->state != MQTT_STOPPED) return;
+    m->state = MQTT_CONNECTING;
+    m->backoff_us = 0;
+    if (!m->connect_in_flight) do_connect(m);
+}
+
+void mqtt_stop(struct mqtt *m, int timeout_ms)
+{
+    if (m->state == MQTT_STOPPED) return;
+    bool was_connected = m->state == MQTT_CONNECTED;
+    m->state = MQTT_STOPPED;
+    if (m->timer) {
+        loop_cancel_timer(m->loop, m->timer);
+        m->timer = 0;
+    }
+    if (m->client && (was_connected || m->connect_in_flight)) {
+        MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+        d.timeout = timeout_ms;
+        (void) MQTTAsync_disconnect(m->client, &d);
+    }
+    memset(m->tag_set, 0, TOKEN_SLOTS);
+    if (was_connected && m->h.on_disconnect) m->h.on_disconnect(m->arg, "stopped");
+}
+
+void mqtt_free(struct mqtt *m, int timeout_ms)
+{
+    if (!m) return;
+    (void) pthread_mutex_lock(&m->lock);
+    m->closing = true;
+    (void) pthread_cond_broadcast(&m->drained);
+    (void) pthread_mutex_unlock(&m->lock);
+    if (m->client) {
+        if (m->state != MQTT_STOPPED || m->connect_in_flight) {
+            m->h.on_disconnect = NULL;
+            mqtt_stop(m, timeout_ms);
+            /* Give paho the disconnect time to flush (the offline presence) before destroy. */
+            for (int waited = 0; waited < timeout_ms && MQTTAsync_isConnected(m->client); waited += 10)
+                (void) usleep(10000);
+        }
+        MQTTAsync_destroy(&m->client);
+    }
+    if (m->timer) loop_cancel_timer(m->loop, m->timer);
+    if (m->efd >= 0) {
+        loop_del_fd(m->loop, m->efd);
+        (void) close(m->efd);
+    }
+    for (struct qitem *it = take_all(m), *next; it; it = next) {
+        next = it->next;
+        free(it);
+    }
+    for (size_t i = 0; i < m->nsubs; i++)
+        free(m->subs[i]);
+    free(m->uri);
+    free(m->client_id);
+    free(m->username);
+    free(m->password);
+    free(m->ca);
+    free(m->cert);
+    free(m->key);
+    free(m->will_topic);
+    free(m->will_payload);
+    free(m->tags);
+    free(m->tag_set);
+    (void) pthread_cond_destroy(&m->drained);
+    (void) pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+int mqtt_subscribe(struct mqtt *m, const char *filter)
+{
+    if (m->nsubs == SUBS_MAX) return -ENOSPC;
+    m->subs[m->nsubs++] = xstrdup(filter);
+    if (m->state == MQTT_CONNECTED) subscribe_all(m);
+    return 0;
+}
+
+int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
+        bool retain, uint64_t tag)
+{
+    if (m->state != MQTT_CONNECTED) return -ENOTCONN;
+    if (len > (size_t) INT32_MAX) return -EMSGSIZE;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    ro.onSuccess = cb_pub_ok;
+    ro.onFailure = cb_pub_failed;
+    ro.context = m;
+    int rc = MQTTAsync_send(m->client, topic, (int) len, payload, qos, retain ? 1 : 0, &ro);
+    if (rc != MQTTASYNC_SUCCESS) {
+        log_debug("mqtt: publish to %s: %s", topic, MQTTAsync_strerror(rc));
+        return -EIO;
+    }
+    if (ro.token > 0 && ro.token < TOKEN_SLOTS) {
+        m->tags[ro.token] = tag;
+        m->tag_set[ro.token] = 1;
+    }
+    return 0;
+}
+
+enum mqtt_state mqtt_state(const struct mqtt *m)
+{
+    return m->state;
+}
+
+const char *mqtt_state_name(enum mqtt_state s)
+{
+    switch (s) {
+    case MQTT_STOPPED: return "disabled";
+    case MQTT_CONNECTING: return "connecting";
+    case MQTT_CONNECTED: return "connected";
+    }
+    return "?";
+}
+
+uint64_t mqtt_connects(const struct mqtt *m)
+{
+    return m->connects;
+}

@@ -1,0 +1,507 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * repl: replication over MQTT; see include/arborkv/repl.h and docs/replication.md.
+ *
+ * Outbox window: `inflight` holds the outbox ids published on the current connection and not
+ * acknowledged yet (at most max_inflight); `last_sent` is the largest id published on it. A
+ * disconnect forgets both, so everything still in the outbox is published again after the next
+ * connect (at-least-once; LWW makes repeats harmless).
+ */
+#include "arborkv/repl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+
+#include "arborkv/hlc.h"
+#include "arborkv/log.h"
+#include "arborkv/loop.h"
+#include "arborkv/lww.h"
+#include "arborkv/mem.h"
+#include "arborkv/mqtt.h"
+#include "arborkv/server.h"
+#include "arborkv/store.h"
+
+#define PRESENCE_EVERY_US  (10ULL * 1000000ULL) /* presence refresh while connected */
+#define DISCONNECT_WAIT_MS 300
+
+struct inflight {
+    uint64_t id;
+    uint32_t nevents;
+};
+
+struct peer {
+    char *name;
+    bool online;
+};
+
+struct repl {
+    struct server *srv;
+    struct mqtt *mqtt;
+    struct repl_opts o;           /* strings point into the copies below */
+    char *prefix, *addr, *events_topic, *presence_topic, *sub_events, *sub_nodes;
+    bool enabled;                 /* REPLICATE enable/disable; link started */
+    bool recording;               /* local changes go to the outbox */
+
+    /* this turn's changes, encoded */
+    struct buf body;              /* events of the message being filled */
+    size_t body_n;                /* events in body */
+    struct buf *msgs;             /* finished messages of this turn (payloads) */
+    uint32_t *msg_n;              /* events per finished message */
+    size_t nmsgs, msgs_cap;
+    uint64_t turn_events;         /* events recorded this turn */
+    uint64_t turn_added;          /* events stored in the outbox this turn (before commit) */
+    uint64_t turn_rows;           /* outbox rows added this turn (before commit) */
+
+    /* outbox */
+    uint64_t outbox_events;       /* events in the outbox (committed) */
+    uint64_t outbox_rows;
+    struct inflight *inflight;
+    size_t ninflight;
+    uint64_t last_sent;
+
+    struct codec_batch batch;     /* decode scratch */
+    struct buf scratch;           /* presence payloads */
+    struct peer *peers;
+    size_t npeers;
+    uint64_t presence_timer;
+
+    struct {
+        uint64_t published, applied, duplicate, rejected, own, malformed, dropped;
+    } stats;
+};
+
+static bool log_allowed(uint64_t *last_us)
+{
+    uint64_t now = loop_now_us();
+    if (*last_us && now - *last_us < 1000000) return false;
+    *last_us = now;
+    return true;
+}
+
+static char *join(const char *a, const char *b)
+{
+    size_t n = strlen(a) + strlen(b) + 1;
+    char *s = xmalloc(n);
+    (void) snprintf(s, n, "%s%s", a, b);
+    return s;
+}
+
+/* ---- presence ------------------------------------------------------------------------------ */
+
+static void json_str(struct buf *b, const char *s)
+{
+    buf_append(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char) *s;
+        if (ch == '"' || ch == '\\') {
+            buf_append(b, "\\", 1);
+            buf_append(b, s, 1);
+        } else if (ch < 0x20) {
+            buf_printf(b, "\\u%04x", ch);
+        } else {
+            buf_append(b, s, 1);
+        }
+    }
+    buf_append(b, "\"", 1);
+}
+
+static void presence_json(struct repl *r, struct buf *b, bool online)
+{
+    buf_reset(b);
+    buf_append_str(b, "{\"node\":");
+    json_str(b, r->srv->node_id);
+    buf_printf(b, ",\"status\":\"%s\",\"addr\":", online ? "online" : "offline");
+    json_str(b, r->addr);
+    buf_printf(b, ",\"keys\":%llu,\"root\":\"\",\"version\":\"%s\",\"ts\":%llu}",
+            (unsigned long long) store_live_count(r->srv->store), ARBORKV_VERSION,
+            (unsigned long long) (hlc_wall_ns() / 1000000000ULL));
+}
+
+static void publish_presence(struct repl *r)
+{
+    presence_json(r, &r->scratch, true);
+    int rc = mqtt_publish(r->mqtt, r->presence_topic, r->scratch.data, r->scratch.len, 1, true, 0);
+    if (rc < 0 && rc != -ENOTCONN) log_warn("repl: presence publish failed");
+}
+
+static void presence_tick(struct loop *l, void *arg)
+{
+    struct repl *r = arg;
+    r->presence_timer = 0;
+    if (mqtt_state(r->mqtt) != MQTT_CONNECTED) return;
+    publish_presence(r);
+    r->presence_timer = loop_add_timer(l, PRESENCE_EVERY_US, presence_tick, r);
+}
+
+static void on_presence(struct repl *r, const char *name, const uint8_t *p, size_t len)
+{
+    if (!strcmp(name, r->srv->node_id) || !*name || strchr(name, '/')) return;
+    /* Our own JSON, or anything else: online iff it says so. An empty retained message (a
+     * cleared topic) means gone. */
+    bool online = false;
+    static const char needle[] = "\"status\":\"online\"";
+    for (size_t i = 0; len >= sizeof(needle) - 1 && i <= len - (sizeof(needle) - 1); i++)
+        if (!memcmp(p + i, needle, sizeof(needle) - 1)) {
+            online = true;
+            break;
+        }
+    for (size_t i = 0; i < r->npeers; i++)
+        if (!strcmp(r->peers[i].name, name)) {
+            r->peers[i].online = online;
+            return;
+        }
+    if (!online) return;
+    r->peers = xrealloc(r->peers, (r->npeers + 1) * sizeof(*r->peers));
+    r->peers[r->npeers++] = (struct peer) { xstrdup(name), true };
+}
+
+/* ---- outgoing ----------------------------------------------------------------------------- */
+
+/* Closes the message being filled: array header (unless a single MerkleKV event) + body. */
+static void finish_message(struct repl *r)
+{
+    if (r->body_n == 0) return;
+    if (r->nmsgs == r->msgs_cap) {
+        r->msgs_cap = r->msgs_cap ? r->msgs_cap * 2 : 4;
+        r->msgs = xrealloc(r->msgs, r->msgs_cap * sizeof(*r->msgs));
+        r->msg_n = xrealloc(r->msg_n, r->msgs_cap * sizeof(*r->msg_n));
+        for (size_t i = r->nmsgs; i < r->msgs_cap; i++)
+            buf_init(&r->msgs[i]);
+    }
+    struct buf *m = &r->msgs[r->nmsgs];
+    buf_reset(m);
+    if (!r->o.wire_merklekv) codec_encode_batch_header(m, r->body_n);
+    buf_append(m, r->body.data, r->body.len);
+    r->msg_n[r->nmsgs++] = (uint32_t) r->body_n;
+    buf_reset(&r->body);
+    r->body_n = 0;
+}
+
+void repl_record(struct repl *r, enum codec_op op, const struct store_rec *rec)
+{
+    if (!r || !r->recording) return;
+    struct codec_event ev = {
+        .op = op, .key = rec->key, .key_len = rec->key_len,
+        .val = rec->tombstone ? NULL : rec->value, .val_len = rec->tombstone ? 0 : rec->value_len,
+        .has_val = !rec->tombstone, .ts = rec->ts,
+        .src = r->srv->node_id, .src_len = strlen(r->srv->node_id),
+    };
+    memcpy(ev.op_id, rec->op_id, CODEC_OP_ID_LEN);
+    codec_encode_event(&r->body, &ev, r->o.wire_merklekv ? CODEC_WIRE_MERKLEKV : CODEC_WIRE_CBOR);
+    r->body_n++;
+    r->turn_events++;
+    if (r->o.wire_merklekv || r->body_n >= r->o.batch_max_events) finish_message(r);
+}
+
+static void forget_turn(struct repl *r)
+{
+    buf_reset(&r->body);
+    r->body_n = 0;
+    r->nmsgs = 0;
+    r->turn_events = 0;
+    r->turn_added = 0;
+    r->turn_rows = 0;
+}
+
+int repl_before_commit(struct repl *r)
+{
+    if (!r) return 0;
+    finish_message(r);
+    r->turn_added = 0;
+    r->turn_rows = 0;
+    for (size_t i = 0; i < r->nmsgs; i++) {
+        if (r->outbox_events + r->turn_added + r->msg_n[i] > r->o.outbox_max_events) {
+            static uint64_t last_log;
+            r->stats.dropped += r->msg_n[i];
+            if (log_allowed(&last_log))
+                log_warn("repl: outbox full (%llu events): new events are not queued; peers "
+                         "will get these changes through anti-entropy",
+                         (unsigned long long) r->outbox_events);
+            continue;
+        }
+        uint64_t id;
+        int rc = store_outbox_add(r->srv->store, r->msgs[i].data, r->msgs[i].len, r->msg_n[i], &id);
+        if (rc < 0) return rc;
+        r->turn_added += r->msg_n[i];
+        r->turn_rows++;
+    }
+    return 0;
+}
+
+void repl_after_commit(struct repl *r, bool committed)
+{
+    if (!r) return;
+    if (committed) {
+        r->outbox_events += r->turn_added;
+        r->outbox_rows += r->turn_rows;
+    } /* else the rows were rolled back with the writes they describe */
+    forget_turn(r);
+}
+
+void repl_pump(struct repl *r)
+{
+    if (!r || !r->enabled || mqtt_state(r->mqtt) != MQTT_CONNECTED) return;
+    if (store_in_txn(r->srv->store)) return; /* uncommitted rows must not leave */
+    while (r->ninflight < r->o.max_inflight) {
+        uint64_t id;
+        uint32_t nev;
+        const uint8_t *p;
+        size_t len;
+        int rc = store_outbox_next(r->srv->store, r->last_sent, &id, &nev, &p, &len);
+        if (rc <= 0) break;
+        rc = mqtt_publish(r->mqtt, r->events_topic, p, len, 1, false, id);
+        if (rc < 0) break; /* not connected any more, or paho's queue refuses: retry later */
+        r->inflight[r->ninflight++] = (struct inflight) { id, nev };
+        r->last_sent = id;
+    }
+}
+
+static void on_published(void *arg, uint64_t tag, bool ok)
+{
+    struct repl *r = arg;
+    if (tag == 0) return; /* presence */
+    size_t i = 0;
+    while (i < r->ninflight && r->inflight[i].id != tag)
+        i++;
+    if (i == r->ninflight) return; /* from an earlier connection: republished since */
+    struct inflight f = r->inflight[i];
+    r->inflight[i] = r->inflight[--r->ninflight];
+    if (!ok) {
+        /* Publish everything unacknowledged again, oldest first (repeats are harmless). */
+        r->ninflight = 0;
+        r->last_sent = 0;
+        return;
+    }
+    int rc = store_begin(r->srv->store);
+    if (rc == 0) rc = store_outbox_delete(r->srv->store, f.id);
+    if (rc < 0) {
+        r->srv->txn_failed = true;
+        return;
+    }
+    if (rc == 1) {
+        r->outbox_rows--;
+        r->outbox_events -= f.nevents < r->outbox_events ? f.nevents : r->outbox_events;
+        r->stats.published += f.nevents;
+    }
+}
+
+/* ---- incoming ----------------------------------------------------------------------------- */
+
+static void apply_event(struct repl *r, const struct codec_event *ev)
+{
+    struct server *srv = r->srv;
+    if (ev->src_len == strlen(srv->node_id) && !memcmp(ev->src, srv->node_id, ev->src_len)) {
+        r->stats.own++;
+        return;
+    }
+    (void) hlc_recv(&srv->hlc, hlc_wall_ns(), ev->ts);
+    struct store_rec in = { .key = ev->key, .key_len = ev->key_len, .value = ev->val,
+        .value_len = ev->has_val ? ev->val_len : 0, .tombstone = !ev->has_val, .ts = ev->ts };
+    memcpy(in.op_id, ev->op_id, STORE_OP_ID_BYTES);
+    struct store_rec cur;
+    int rc = store_get_rec(srv->store, ev->key, ev->key_len, &cur);
+    if (rc < 0) {
+        srv->txn_failed = true;
+        return;
+    }
+    if (rc == 1) {
+        int c = lww_cmp(&in, &cur);
+        if (c == 0) {
+            r->stats.duplicate++;
+            return;
+        }
+        if (c < 0) {
+            r->stats.rejected++;
+            return;
+        }
+    }
+    rc = store_begin(srv->store);
+    if (rc == 0) rc = store_put(srv->store, &in);
+    if (rc < 0) {
+        srv->txn_failed = true;
+        return;
+    }
+    r->stats.applied++;
+}
+
+static void on_message(void *arg, const char *topic, const uint8_t *payload, size_t len)
+{
+    struct repl *r = arg;
+    size_t plen = strlen(r->prefix);
+    if (strncmp(topic, r->prefix, plen) != 0 || topic[plen] != '/') return;
+    const char *rest = topic + plen + 1;
+    if (!strncmp(rest, "nodes/", 6)) {
+        on_presence(r, rest + 6, payload, len);
+        return;
+    }
+    if (strncmp(rest, "events", 6) != 0 || (rest[6] != '\0' && rest[6] != '/')) return;
+    char why[160];
+    if (codec_decode(payload, len, &r->batch, why, sizeof(why)) < 0) {
+        static uint64_t last_log;
+        r->stats.malformed++;
+        if (log_allowed(&last_log))
+            log_warn("repl: dropped a malformed event message on %s (%zu bytes): %s", topic, len,
+                     why);
+        return;
+    }
+    for (size_t i = 0; i < r->batch.n; i++)
+        apply_event(r, &r->batch.ev[i]);
+}
+
+/* ---- link --------------------------------------------------------------------------------- */
+
+static void on_connect(void *arg)
+{
+    struct repl *r = arg;
+    r->ninflight = 0;
+    r->last_sent = 0;
+    publish_presence(r);
+    if (!r->presence_timer)
+        r->presence_timer = loop_add_timer(r->srv->loop, PRESENCE_EVERY_US, presence_tick, r);
+    repl_pump(r);
+}
+
+static void on_disconnect(void *arg, const char *why)
+{
+    struct repl *r = arg;
+    (void) why;
+    r->ninflight = 0;
+    r->last_sent = 0;
+    if (r->presence_timer) {
+        loop_cancel_timer(r->srv->loop, r->presence_timer);
+        r->presence_timer = 0;
+    }
+}
+
+int repl_new(struct repl **out, struct server *srv, const struct repl_opts *o)
+{
+    struct repl *r = xcalloc(1, sizeof(*r));
+    r->srv = srv;
+    r->o = *o;
+    r->prefix = xstrdup(o->prefix);
+    r->addr = xstrdup(o->addr);
+    char *ev = join(r->prefix, "/events/"), *nodes = join(r->prefix, "/nodes/");
+    r->events_topic = join(ev, srv->node_id);
+    r->presence_topic = join(nodes, srv->node_id);
+    r->sub_events = join(r->prefix, "/events/#");
+    r->sub_nodes = join(nodes, "+");
+    free(ev);
+    free(nodes);
+    r->o.prefix = r->prefix;
+    r->o.addr = r->addr;
+    if (r->o.batch_max_events == 0) r->o.batch_max_events = 1;
+    if (r->o.max_inflight == 0) r->o.max_inflight = 1;
+    r->inflight = xcalloc(r->o.max_inflight, sizeof(*r->inflight));
+    buf_init(&r->body);
+    buf_init(&r->scratch);
+    codec_batch_init(&r->batch);
+    store_outbox_counts_at_open(srv->store, &r->outbox_rows, &r->outbox_events);
+
+    presence_json(r, &r->scratch, false); /* the last will */
+    struct mqtt_opts mo = {
+        .host = o->broker, .port = o->port, .client_id = srv->node_id, .username = o->username,
+        .password = o->password, .tls_ca_file = o->tls_ca_file, .tls_cert_file = o->tls_cert_file,
+        .tls_key_file = o->tls_key_file, .keepalive_s = o->keepalive_s,
+        .reconnect_max_s = o->reconnect_max_s, .will_topic = r->presence_topic,
+        .will_payload = (const char *) r->scratch.data,
+    };
+    struct mqtt_handlers h = { .on_connect = on_connect, .on_disconnect = on_disconnect,
+        .on_message = on_message, .on_published = on_published };
+    int rc = mqtt_new(&r->mqtt, srv->loop, &mo, &h, r);
+    if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_events);
+    if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_nodes);
+    if (rc < 0) {
+        repl_free(r, 0);
+        return rc;
+    }
+    if (r->outbox_rows)
+        log_info("repl: %llu events in %llu messages wait in the outbox",
+                 (unsigned long long) r->outbox_events, (unsigned long long) r->outbox_rows);
+    if (o->enabled) repl_enable(r);
+    *out = r;
+    return 0;
+}
+
+void repl_free(struct repl *r, int timeout_ms)
+{
+    if (!r) return;
+    if (r->mqtt && mqtt_state(r->mqtt) == MQTT_CONNECTED) {
+        presence_json(r, &r->scratch, false);
+        (void) mqtt_publish(r->mqtt, r->presence_topic, r->scratch.data, r->scratch.len, 1, true, 0);
+    }
+    if (r->presence_timer) loop_cancel_timer(r->srv->loop, r->presence_timer);
+    mqtt_free(r->mqtt, timeout_ms);
+    for (size_t i = 0; i < r->msgs_cap; i++)
+        buf_clear(&r->msgs[i]);
+    free(r->msgs);
+    free(r->msg_n);
+    for (size_t i = 0; i < r->npeers; i++)
+        free(r->peers[i].name);
+    free(r->peers);
+    free(r->inflight);
+    buf_clear(&r->body);
+    buf_clear(&r->scratch);
+    codec_batch_clear(&r->batch);
+    free(r->prefix);
+    free(r->addr);
+    free(r->events_topic);
+    free(r->presence_topic);
+    free(r->sub_events);
+    free(r->sub_nodes);
+    free(r);
+}
+
+void repl_enable(struct repl *r)
+{
+    r->enabled = true;
+    r->recording = true;
+    mqtt_start(r->mqtt);
+}
+
+void repl_disable(struct repl *r)
+{
+    if (!r->enabled) return;
+    r->enabled = false;
+    /* Keep recording: the outbox carries the changes to peers after REPLICATE enable. */
+    if (mqtt_state(r->mqtt) == MQTT_CONNECTED) {
+        presence_json(r, &r->scratch, false);
+        (void) mqtt_publish(r->mqtt, r->presence_topic, r->scratch.data, r->scratch.len, 1, true, 0);
+    }
+    mqtt_stop(r->mqtt, DISCONNECT_WAIT_MS);
+}
+
+bool repl_is_enabled(const struct repl *r)
+{
+    return r && r->enabled;
+}
+
+size_t repl_peers_online(const struct repl *r)
+{
+    size_t n = 0;
+    for (size_t i = 0; r && i < r->npeers; i++)
+        n += r->peers[i].online;
+    return n;
+}
+
+void repl_info(const struct repl *r, struct buf *b)
+{
+    buf_printf(b, "replication_enabled:%d\r\nbroker_state:%s\r\nbroker_connects:%llu\r\n",
+               repl_is_enabled(r) ? 1 : 0, r ? mqtt_state_name(mqtt_state(r->mqtt)) : "disabled",
+               (unsigned long long) (r ? mqtt_connects(r->mqtt) : 0));
+    buf_printf(b,
+               "events_published:%llu\r\nevents_applied:%llu\r\nevents_duplicate:%llu\r\n"
+               "events_rejected:%llu\r\nevents_own:%llu\r\nevents_malformed:%llu\r\n"
+               "outbox_depth:%llu\r\noutbox_dropped:%llu\r\npeers_online:%zu\r\n",
+               (unsigned long long) (r ? r->stats.published : 0),
+               (unsigned long long) (r ? r->stats.applied : 0),
+               (unsigned long long) (r ? r->stats.duplicate : 0),
+               (unsigned long long) (r ? r->stats.rejected : 0),
+               (unsigned long long) (r ? r->stats.own : 0),
+               (unsigned long long) (r ? r->stats.malformed : 0),
+               (unsigned long long) (r ? r->outbox_events : 0),
+               (unsigned long long) (r ? r->stats.dropped : 0), repl_peers_online(r));
+}
