@@ -27,6 +27,7 @@
 
 #define PRESENCE_EVERY_US  (10ULL * 1000000ULL) /* presence refresh while connected */
 #define DISCONNECT_WAIT_MS 300
+#define REPL_MAX_PEERS     4096 /* presence entries tracked (bounded memory) */
 
 struct inflight {
     uint64_t id;
@@ -140,21 +141,31 @@ static void presence_tick(struct loop *l, void *arg)
 static void on_presence(struct repl *r, const char *name, const uint8_t *p, size_t len)
 {
     if (!strcmp(name, r->srv->node_id) || !*name || strchr(name, '/')) return;
-    /* Our own JSON, or anything else: online iff it says so. An empty retained message (a
-     * cleared topic) means gone. */
+    /* Online iff the JSON says "status": "online" (any spacing). An empty retained message (a
+     * cleared topic) or anything else means not online. */
     bool online = false;
-    static const char needle[] = "\"status\":\"online\"";
-    for (size_t i = 0; len >= sizeof(needle) - 1 && i <= len - (sizeof(needle) - 1); i++)
-        if (!memcmp(p + i, needle, sizeof(needle) - 1)) {
-            online = true;
-            break;
-        }
+    static const char key[] = "\"status\"";
+    for (size_t i = 0; !online && len >= sizeof(key) - 1 && i <= len - (sizeof(key) - 1); i++) {
+        if (memcmp(p + i, key, sizeof(key) - 1) != 0) continue;
+        size_t j = i + sizeof(key) - 1;
+        while (j < len && (p[j] == ' ' || p[j] == '\t' || p[j] == '\n' || p[j] == '\r')) j++;
+        if (j >= len || p[j] != ':') continue;
+        j++;
+        while (j < len && (p[j] == ' ' || p[j] == '\t' || p[j] == '\n' || p[j] == '\r')) j++;
+        online = len - j >= 8 && !memcmp(p + j, "\"online\"", 8);
+    }
     for (size_t i = 0; i < r->npeers; i++)
         if (!strcmp(r->peers[i].name, name)) {
             r->peers[i].online = online;
             return;
         }
     if (!online) return;
+    if (r->npeers >= REPL_MAX_PEERS) {
+        static uint64_t last_log;
+        if (log_allowed(&last_log))
+            log_warn("repl: more than %d nodes announce presence; ignoring '%s'", REPL_MAX_PEERS, name);
+        return;
+    }
     r->peers = xrealloc(r->peers, (r->npeers + 1) * sizeof(*r->peers));
     r->peers[r->npeers++] = (struct peer) { xstrdup(name), true };
 }
