@@ -93,9 +93,9 @@ const size_t cmd_table_len = sizeof(cmd_table) / sizeof(cmd_table[0]);
 
 /* A queued MULTI command: its arguments copied into one buffer. */
 struct queued {
-    struct buf bytes;       /* all arguments back to back */
-    size_t *lens;           /* argc lengths */
-    size_t argc;            /* arguments */
+    struct buf bytes;          /* all arguments back to back */
+    size_t *lens;              /* argc lengths */
+    size_t argc;               /* arguments */
     const struct cmd_def *def; /* resolved at queue time */
 };
 
@@ -129,8 +129,10 @@ static const struct cmd_def *lookup(const struct slice *name)
         size_t mid = (lo + hi) / 2;
         int c = upper_cmp(name->p, name->len, cmd_table[mid].name);
         if (c == 0) return &cmd_table[mid];
-        if (c < 0) hi = mid;
-        else lo = mid + 1;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
     }
     return NULL;
 }
@@ -245,7 +247,8 @@ void reply_text_named(struct cmd_ctx *x, const char *name, const char *text)
 
 void reply_status(struct cmd_ctx *x, const char *status)
 {
-    if (x->resp) resp_add_simple(x->out, status);
+    if (x->resp)
+        resp_add_simple(x->out, status);
     else {
         buf_append_str(x->out, status);
         crlf(x->out);
@@ -330,20 +333,26 @@ static void multi_free(struct multi_state *m)
 void cmd_dispatch(struct conn *c, const struct slice *argv, size_t argc)
 {
     struct server *srv = c->srv;
-    struct cmd_ctx x = { .srv = srv, .c = c, .argv = argv, .argc = argc, .out = &c->out,
-        .resp = c->proto == CONN_PROTO_RESP };
+    struct cmd_ctx x = { .srv = srv,
+                         .c = c,
+                         .argv = argv,
+                         .argc = argc,
+                         .out = &c->out,
+                         .resp = c->proto == CONN_PROTO_RESP };
     /* protocol.md §4: every parsed command counts before it runs. */
     srv->stats.total_commands++;
     const struct cmd_def *d = lookup(&argv[0]);
     if (d && !(d->flags & (x.resp ? CMD_RESP : CMD_LINE))) d = NULL;
     if (!d) {
         if (c->multi) c->multi->dirty = true;
-        if (x.resp) reply_unknown(&x);
-        else reply_error(&x, "Unknown command: %.*s", (int) argv[0].len, (const char *) argv[0].p);
+        if (x.resp)
+            reply_unknown(&x);
+        else
+            reply_error(&x, "Unknown command: %.*s", (int) argv[0].len, (const char *) argv[0].p);
         return;
     }
     if (x.resp && ((d->arity > 0 && argc != (size_t) d->arity) ||
-                          (d->arity < 0 && argc < (size_t) -d->arity))) {
+                   (d->arity < 0 && argc < (size_t) -d->arity))) {
         if (c->multi) c->multi->dirty = true;
         reply_arity(&x, d);
         return;
@@ -404,7 +413,7 @@ void cmd_exec(struct cmd_ctx *x)
         }
         size_t off = 0;
         for (size_t j = 0; j < q->argc; j++) {
-            argv[j] = (struct slice) { q->bytes.data + off, q->lens[j] };
+            argv[j] = (struct slice){ q->bytes.data + off, q->lens[j] };
             off += q->lens[j];
         }
         struct cmd_ctx y = *x;
@@ -420,8 +429,10 @@ void cmd_watch(struct cmd_ctx *x)
 {
     /* WATCH needs per-key modification tracking across clients and replication; not offered.
      * UNWATCH is a harmless no-op so clients that always send it keep working. */
-    if (slice_is(&x->argv[0], "UNWATCH")) reply_ok(x);
-    else reply_error(x, "WATCH is not supported by arborkv");
+    if (slice_is(&x->argv[0], "UNWATCH"))
+        reply_ok(x);
+    else
+        reply_error(x, "WATCH is not supported by arborkv");
 }
 
 void cmd_conn_clear(struct conn *c)

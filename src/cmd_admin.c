@@ -30,11 +30,11 @@
 
 /* Names of the STATS families, in enum stat_cat order (protocol.md §4). */
 static const char *const stat_names[STAT_NCATS] = {
-    "get_commands", "scan_commands", "ping_commands", "echo_commands", "flushdb_commands",
-    "memory_commands", "clientlist_commands", "exists_commands", "dbsize_commands",
-    "set_commands", "delete_commands", "numeric_commands", "string_commands", "bulk_commands",
-    "stat_commands", "sync_commands", "hash_commands", "replicate_commands",
-    "management_commands", NULL,
+    "get_commands",     "scan_commands",      "ping_commands",       "echo_commands",
+    "flushdb_commands", "memory_commands",    "clientlist_commands", "exists_commands",
+    "dbsize_commands",  "set_commands",       "delete_commands",     "numeric_commands",
+    "string_commands",  "bulk_commands",      "stat_commands",       "sync_commands",
+    "hash_commands",    "replicate_commands", "management_commands", NULL,
 };
 
 static struct buf *scratch(struct cmd_ctx *x)
@@ -69,16 +69,19 @@ static uint64_t uptime_s(const struct server *srv)
 static void append_uptime(struct buf *b, uint64_t s)
 {
     buf_printf(b, "%llud %lluh %llum %llus", (unsigned long long) (s / 86400),
-            (unsigned long long) (s / 3600 % 24), (unsigned long long) (s / 60 % 60),
-            (unsigned long long) (s % 60));
+               (unsigned long long) (s / 3600 % 24), (unsigned long long) (s / 60 % 60),
+               (unsigned long long) (s % 60));
 }
 
 void cmd_ping(struct cmd_ctx *x)
 {
     if (x->resp) {
-        if (x->argc > 2) reply_error(x, "wrong number of arguments for 'ping' command");
-        else if (x->argc == 2) resp_add_bulk(x->out, x->argv[1].p, x->argv[1].len);
-        else resp_add_simple(x->out, "PONG");
+        if (x->argc > 2)
+            reply_error(x, "wrong number of arguments for 'ping' command");
+        else if (x->argc == 2)
+            resp_add_bulk(x->out, x->argv[1].p, x->argv[1].len);
+        else
+            resp_add_simple(x->out, "PONG");
         return;
     }
     /* protocol.md §3: bare PING -> PONG, PING hi -> PONG hi. */
@@ -119,32 +122,33 @@ void cmd_stats(struct cmd_ctx *x)
     buf_printf(b, "uptime_seconds:%llu\r\nuptime:", (unsigned long long) up);
     append_uptime(b, up);
     buf_printf(b, "\r\ntotal_connections:%llu\r\nactive_connections:%zu\r\ntotal_commands:%llu\r\n",
-            (unsigned long long) srv->stats.total_connections, srv->nclients,
-            (unsigned long long) srv->stats.total_commands);
+               (unsigned long long) srv->stats.total_connections, srv->nclients,
+               (unsigned long long) srv->stats.total_commands);
     for (int i = 0; i < STAT_NONE; i++)
         buf_printf(b, "%s:%llu\r\n", stat_names[i], (unsigned long long) srv->stats.by_cat[i]);
     buf_printf(b, "used_memory_kb:%llu\r\n", (unsigned long long) (memory_used() / 1024));
-    buf_printf(b, "rejected_connections:%llu\r\ncommits:%llu\r\ncommit_failures:%llu\r\n"
-                  "output_limit_disconnects:%llu\r\nprotocol_errors:%llu\r\n",
-            (unsigned long long) srv->stats.rejected_connections,
-            (unsigned long long) srv->stats.commits,
-            (unsigned long long) srv->stats.commit_failures,
-            (unsigned long long) srv->stats.output_limit_disconnects,
-            (unsigned long long) srv->stats.protocol_errors);
+    buf_printf(b,
+               "rejected_connections:%llu\r\ncommits:%llu\r\ncommit_failures:%llu\r\n"
+               "output_limit_disconnects:%llu\r\nprotocol_errors:%llu\r\n",
+               (unsigned long long) srv->stats.rejected_connections,
+               (unsigned long long) srv->stats.commits,
+               (unsigned long long) srv->stats.commit_failures,
+               (unsigned long long) srv->stats.output_limit_disconnects,
+               (unsigned long long) srv->stats.protocol_errors);
     reply_lines(x, "STATS", b);
 }
 
 /* The arborkv-specific INFO lines shared by both protocols. */
 static void info_node(struct server *srv, struct buf *b)
 {
-    buf_printf(b, "node_id:%s\r\nstorage_engine:%s\r\nfsync:%s\r\ntcp_port:%d\r\n"
-                  "connected_clients:%zu\r\n",
-            srv->node_id, srv->engine_name, srv->fsync_name, srv->port, srv->nclients);
+    buf_printf(b,
+               "node_id:%s\r\nstorage_engine:%s\r\nfsync:%s\r\ntcp_port:%d\r\n"
+               "connected_clients:%zu\r\n",
+               srv->node_id, srv->engine_name, srv->fsync_name, srv->port, srv->nclients);
     repl_info(srv->repl, b);
     buf_printf(b, "hlc_last_ns:%llu\r\nclock_skew_rejections:%llu\r\nclock_skew_max_ns:%llu\r\n",
-            (unsigned long long) srv->hlc.last_ns,
-            (unsigned long long) srv->hlc.skew_rejections,
-            (unsigned long long) srv->hlc.max_skew_seen_ns);
+               (unsigned long long) srv->hlc.last_ns, (unsigned long long) srv->hlc.skew_rejections,
+               (unsigned long long) srv->hlc.max_skew_seen_ns);
 }
 
 static bool want_section(const struct cmd_ctx *x, const char *name)
@@ -152,7 +156,7 @@ static bool want_section(const struct cmd_ctx *x, const char *name)
     if (x->argc < 2) return true;
     for (size_t i = 1; i < x->argc; i++) {
         if (slice_is(&x->argv[i], "ALL") || slice_is(&x->argv[i], "EVERYTHING") ||
-                slice_is(&x->argv[i], "DEFAULT") || slice_is(&x->argv[i], name))
+            slice_is(&x->argv[i], "DEFAULT") || slice_is(&x->argv[i], name))
             return true;
     }
     return false;
@@ -166,37 +170,40 @@ void cmd_info(struct cmd_ctx *x)
     if (!x->resp) {
         /* protocol.md §4: version, uptime_seconds, uptime, server_time_unix, db_keys, then ours. */
         buf_printf(b, "version:%s\r\nuptime_seconds:%llu\r\nuptime:", ARBORKV_VERSION,
-                (unsigned long long) up);
+                   (unsigned long long) up);
         append_uptime(b, up);
         buf_printf(b, "\r\nserver_time_unix:%lld\r\ndb_keys:%llu\r\n", (long long) time(NULL),
-                (unsigned long long) store_live_count(srv->store));
+                   (unsigned long long) store_live_count(srv->store));
         info_node(srv, b);
         reply_lines(x, "INFO", b);
         return;
     }
     /* Redis layout: "# Section" headers, key:value lines, a blank line between sections. */
     if (want_section(x, "SERVER"))
-        buf_printf(b, "# Server\r\nredis_version:7.0.0\r\narborkv_version:%s\r\n"
-                      "redis_mode:standalone\r\nos:Linux\r\nprocess_id:%ld\r\ntcp_port:%d\r\n"
-                      "uptime_in_seconds:%llu\r\nuptime_in_days:%llu\r\n\r\n",
-                ARBORKV_VERSION, (long) getpid(), srv->port, (unsigned long long) up,
-                (unsigned long long) (up / 86400));
+        buf_printf(b,
+                   "# Server\r\nredis_version:7.0.0\r\narborkv_version:%s\r\n"
+                   "redis_mode:standalone\r\nos:Linux\r\nprocess_id:%ld\r\ntcp_port:%d\r\n"
+                   "uptime_in_seconds:%llu\r\nuptime_in_days:%llu\r\n\r\n",
+                   ARBORKV_VERSION, (long) getpid(), srv->port, (unsigned long long) up,
+                   (unsigned long long) (up / 86400));
     if (want_section(x, "CLIENTS"))
-        buf_printf(b, "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%zu\r\n\r\n",
-                srv->nclients, srv->max_clients);
+        buf_printf(b, "# Clients\r\nconnected_clients:%zu\r\nmaxclients:%zu\r\n\r\n", srv->nclients,
+                   srv->max_clients);
     if (want_section(x, "MEMORY"))
         buf_printf(b, "# Memory\r\nused_memory:%llu\r\n\r\n", (unsigned long long) memory_used());
     if (want_section(x, "PERSISTENCE"))
-        buf_printf(b, "# Persistence\r\nloading:0\r\naof_enabled:0\r\nstorage_engine:%s\r\n"
-                      "fsync:%s\r\ncommits:%llu\r\ncommit_failures:%llu\r\n\r\n",
-                srv->engine_name, srv->fsync_name, (unsigned long long) srv->stats.commits,
-                (unsigned long long) srv->stats.commit_failures);
+        buf_printf(b,
+                   "# Persistence\r\nloading:0\r\naof_enabled:0\r\nstorage_engine:%s\r\n"
+                   "fsync:%s\r\ncommits:%llu\r\ncommit_failures:%llu\r\n\r\n",
+                   srv->engine_name, srv->fsync_name, (unsigned long long) srv->stats.commits,
+                   (unsigned long long) srv->stats.commit_failures);
     if (want_section(x, "STATS"))
-        buf_printf(b, "# Stats\r\ntotal_connections_received:%llu\r\n"
-                      "total_commands_processed:%llu\r\nrejected_connections:%llu\r\n\r\n",
-                (unsigned long long) srv->stats.total_connections,
-                (unsigned long long) srv->stats.total_commands,
-                (unsigned long long) srv->stats.rejected_connections);
+        buf_printf(b,
+                   "# Stats\r\ntotal_connections_received:%llu\r\n"
+                   "total_commands_processed:%llu\r\nrejected_connections:%llu\r\n\r\n",
+                   (unsigned long long) srv->stats.total_connections,
+                   (unsigned long long) srv->stats.total_commands,
+                   (unsigned long long) srv->stats.rejected_connections);
     if (want_section(x, "REPLICATION"))
         buf_printf(b, "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
     if (want_section(x, "ARBORKV")) {
@@ -215,11 +222,11 @@ void cmd_info(struct cmd_ctx *x)
 static void client_line(struct buf *b, const struct conn *c, uint64_t now_us, bool resp)
 {
     buf_printf(b, "id=%llu addr=%s age=%llu idle=%llu", (unsigned long long) c->id, c->addr,
-            (unsigned long long) ((now_us - c->created_us) / 1000000),
-            (unsigned long long) ((now_us - c->last_cmd_us) / 1000000));
+               (unsigned long long) ((now_us - c->created_us) / 1000000),
+               (unsigned long long) ((now_us - c->last_cmd_us) / 1000000));
     if (resp) {
         buf_printf(b, " fd=%d name=%s db=0 proto=%s", c->fd, c->name ? c->name : "",
-                c->proto == CONN_PROTO_RESP ? "resp" : "line");
+                   c->proto == CONN_PROTO_RESP ? "resp" : "line");
         buf_append(b, "\n", 1);
     } else {
         buf_append(b, "\r\n", 2);
@@ -251,8 +258,10 @@ void cmd_client(struct cmd_ctx *x)
     if (slice_is(sub, "ID") && x->argc == 2) {
         resp_add_int(x->out, (int64_t) x->c->id);
     } else if (slice_is(sub, "GETNAME") && x->argc == 2) {
-        if (x->c->name) resp_add_bulk_str(x->out, x->c->name);
-        else resp_add_null(x->out);
+        if (x->c->name)
+            resp_add_bulk_str(x->out, x->c->name);
+        else
+            resp_add_null(x->out);
     } else if (slice_is(sub, "SETNAME") && x->argc == 3) {
         const struct slice *n = &x->argv[2];
         for (size_t i = 0; i < n->len; i++) {
@@ -273,9 +282,10 @@ void cmd_client(struct cmd_ctx *x)
                ((slice_is(sub, "NO-EVICT") || slice_is(sub, "NO-TOUCH")) && x->argc == 3)) {
         reply_ok(x); /* client-library metadata and hints: accepted, nothing to do */
     } else {
-        reply_error(x, "unknown subcommand or wrong number of arguments for '%.*s'. Try CLIENT "
-                       "HELP.",
-                (int) (sub->len < 64 ? sub->len : 64), (const char *) sub->p);
+        reply_error(x,
+                    "unknown subcommand or wrong number of arguments for '%.*s'. Try CLIENT "
+                    "HELP.",
+                    (int) (sub->len < 64 ? sub->len : 64), (const char *) sub->p);
     }
 }
 
@@ -287,7 +297,8 @@ void cmd_replicate(struct cmd_ctx *x)
         char st[64];
         if (repl_is_enabled(r))
             (void) snprintf(st, sizeof(st), "REPLICATION enabled %zu nodes", repl_peers_online(r));
-        else (void) snprintf(st, sizeof(st), "REPLICATION disabled");
+        else
+            (void) snprintf(st, sizeof(st), "REPLICATION disabled");
         reply_status(x, st);
     } else if (slice_is(a, "DISABLE")) {
         if (r) repl_disable(r);
@@ -361,12 +372,14 @@ void cmd_command(struct cmd_ctx *x)
             for (size_t i = 0; i < cmd_table_len && !d; i++)
                 if ((cmd_table[i].flags & CMD_RESP) && slice_is(&x->argv[j], cmd_table[i].name))
                     d = &cmd_table[i];
-            if (d) command_entry(x, d);
-            else resp_add_null_array(x->out);
+            if (d)
+                command_entry(x, d);
+            else
+                resp_add_null_array(x->out);
         }
     } else {
         reply_error(x, "unknown subcommand '%.*s'. Try COMMAND HELP.",
-                (int) (x->argv[1].len < 64 ? x->argv[1].len : 64), (const char *) x->argv[1].p);
+                    (int) (x->argv[1].len < 64 ? x->argv[1].len : 64), (const char *) x->argv[1].p);
     }
 }
 
@@ -380,7 +393,7 @@ void cmd_config(struct cmd_ctx *x)
     }
     if (!slice_is(sub, "GET") || x->argc < 3) {
         reply_error(x, "CONFIG %.*s is not supported; arborkv is configured by its TOML file",
-                (int) (sub->len < 32 ? sub->len : 32), (const char *) sub->p);
+                    (int) (sub->len < 32 ? sub->len : 32), (const char *) sub->p);
         return;
     }
     /* Enough for redis-benchmark and client libraries that probe the server's settings. */
@@ -388,7 +401,7 @@ void cmd_config(struct cmd_ctx *x)
     (void) snprintf(port, sizeof(port), "%d", x->srv->port);
     (void) snprintf(maxclients, sizeof(maxclients), "%zu", x->srv->max_clients);
     const char *params[][2] = {
-        { "save", "" }, { "appendonly", "no" }, { "maxmemory", "0" }, { "databases", "1" },
+        { "save", "" },   { "appendonly", "no" },       { "maxmemory", "0" }, { "databases", "1" },
         { "port", port }, { "maxclients", maxclients }, { "timeout", "0" },
     };
     size_t nparams = sizeof(params) / sizeof(params[0]);
@@ -398,7 +411,7 @@ void cmd_config(struct cmd_ctx *x)
         bool match = false;
         for (size_t j = 2; j < x->argc && !match; j++)
             match = glob_match(x->argv[j].p, x->argv[j].len, (const uint8_t *) params[i][0],
-                    strlen(params[i][0]), true);
+                               strlen(params[i][0]), true);
         if (!match) continue;
         resp_add_bulk_str(b, params[i][0]);
         resp_add_bulk_str(b, params[i][1]);
@@ -411,9 +424,12 @@ void cmd_config(struct cmd_ctx *x)
 void cmd_select(struct cmd_ctx *x)
 {
     int64_t db;
-    if (!parse_i64(x->argv[1].p, x->argv[1].len, &db)) reply_error(x, "value is not an integer or out of range");
-    else if (db != 0) reply_error(x, "DB index is out of range");
-    else reply_ok(x);
+    if (!parse_i64(x->argv[1].p, x->argv[1].len, &db))
+        reply_error(x, "value is not an integer or out of range");
+    else if (db != 0)
+        reply_error(x, "DB index is out of range");
+    else
+        reply_ok(x);
 }
 
 void cmd_hello(struct cmd_ctx *x)

@@ -20,19 +20,19 @@
 #include "arborkv/hlc.h"
 #include "arborkv/log.h"
 #include "arborkv/mem.h"
-#include "arborkv/resp.h"
 #include "arborkv/repl.h"
+#include "arborkv/resp.h"
 #include "arborkv/server.h"
 #include "arborkv/store.h"
 #include "cmd_int.h"
 
-#define SCAN_DEFAULT_COUNT 10      /* RESP SCAN COUNT default, as in Redis */
-#define SCAN_MAX_COUNT     100000  /* keys examined by one RESP SCAN call at most */
-#define HASH_HEX_LEN       64      /* protocol.md §3: HASH is 64 lowercase hex digits */
+#define SCAN_DEFAULT_COUNT 10     /* RESP SCAN COUNT default, as in Redis */
+#define SCAN_MAX_COUNT     100000 /* keys examined by one RESP SCAN call at most */
+#define HASH_HEX_LEN       64     /* protocol.md §3: HASH is 64 lowercase hex digits */
 
 struct scan_cursor {
-    uint64_t id;        /* cursor value handed to the client; 0 = free slot */
-    struct buf last;    /* last key examined: the next call continues after it */
+    uint64_t id;     /* cursor value handed to the client; 0 = free slot */
+    struct buf last; /* last key examined: the next call continues after it */
 };
 
 static struct cmd_state *state(struct cmd_ctx *x)
@@ -46,14 +46,17 @@ void reply_storage_error(struct cmd_ctx *x)
 }
 
 int kv_write(struct server *srv, enum codec_op op, const uint8_t *key, size_t key_len,
-        const uint8_t *value, size_t value_len, uint64_t ts)
+             const uint8_t *value, size_t value_len, uint64_t ts)
 {
     bool tombstone = op == CODEC_OP_DEL;
     int rc = store_begin(srv->store);
     if (rc == 0) {
-        struct store_rec rec = { .key = key, .key_len = key_len, .value = tombstone ? NULL : value,
-            .value_len = tombstone ? 0 : value_len, .tombstone = tombstone,
-            .ts = ts ? ts : hlc_now(&srv->hlc, hlc_wall_ns()) };
+        struct store_rec rec = { .key = key,
+                                 .key_len = key_len,
+                                 .value = tombstone ? NULL : value,
+                                 .value_len = tombstone ? 0 : value_len,
+                                 .tombstone = tombstone,
+                                 .ts = ts ? ts : hlc_now(&srv->hlc, hlc_wall_ns()) };
         opid_next(&srv->opids, rec.op_id);
         rc = store_put_local(srv->store, &rec);
         if (rc == 0) repl_record(srv->repl, op, &rec);
@@ -80,9 +83,12 @@ void cmd_get(struct cmd_ctx *x)
     const uint8_t *v;
     size_t n;
     int rc = store_get(x->srv->store, x->argv[1].p, x->argv[1].len, &v, &n);
-    if (rc < 0) reply_storage_error(x);
-    else if (rc == 0) reply_not_found(x);
-    else reply_value(x, v, n);
+    if (rc < 0)
+        reply_storage_error(x);
+    else if (rc == 0)
+        reply_not_found(x);
+    else
+        reply_value(x, v, n);
 }
 
 void cmd_strlen(struct cmd_ctx *x)
@@ -90,8 +96,10 @@ void cmd_strlen(struct cmd_ctx *x)
     const uint8_t *v;
     size_t n = 0;
     int rc = store_get(x->srv->store, x->argv[1].p, x->argv[1].len, &v, &n);
-    if (rc < 0) reply_storage_error(x);
-    else resp_add_int(x->out, rc ? (int64_t) n : 0);
+    if (rc < 0)
+        reply_storage_error(x);
+    else
+        resp_add_int(x->out, rc ? (int64_t) n : 0);
 }
 
 void cmd_set(struct cmd_ctx *x)
@@ -100,10 +108,14 @@ void cmd_set(struct cmd_ctx *x)
     bool nx = false, xx = false, get = false;
     for (size_t i = 3; i < x->argc; i++) {
         const struct slice *o = &x->argv[i];
-        if (slice_is(o, "NX")) nx = true;
-        else if (slice_is(o, "XX")) xx = true;
-        else if (slice_is(o, "GET")) get = true;
-        else if (slice_is(o, "KEEPTTL")) continue; /* no TTLs: keeping none is a no-op */
+        if (slice_is(o, "NX"))
+            nx = true;
+        else if (slice_is(o, "XX"))
+            xx = true;
+        else if (slice_is(o, "GET"))
+            get = true;
+        else if (slice_is(o, "KEEPTTL"))
+            continue; /* no TTLs: keeping none is a no-op */
         else if (slice_is(o, "EX") || slice_is(o, "PX") || slice_is(o, "EXAT") ||
                  slice_is(o, "PXAT")) {
             reply_error(x, "key expiry (EX/PX/EXAT/PXAT) is not supported by arborkv");
@@ -127,17 +139,22 @@ void cmd_set(struct cmd_ctx *x)
         }
     }
     if ((nx && found) || (xx && !found)) {
-        if (get && found) reply_value(x, old->data, old->len);
-        else reply_not_found(x);
+        if (get && found)
+            reply_value(x, old->data, old->len);
+        else
+            reply_not_found(x);
         return;
     }
     if (kv_write(x->srv, CODEC_OP_SET, key->p, key->len, val->p, val->len, 0) < 0) {
         reply_storage_error(x);
         return;
     }
-    if (!get) reply_ok(x);
-    else if (found) reply_value(x, old->data, old->len);
-    else reply_not_found(x);
+    if (!get)
+        reply_ok(x);
+    else if (found)
+        reply_value(x, old->data, old->len);
+    else
+        reply_not_found(x);
 }
 
 void cmd_setnx(struct cmd_ctx *x)
@@ -147,27 +164,32 @@ void cmd_setnx(struct cmd_ctx *x)
     int rc = store_get(x->srv->store, x->argv[1].p, x->argv[1].len, &v, &n);
     if (rc == 0)
         rc = kv_write(x->srv, CODEC_OP_SET, x->argv[1].p, x->argv[1].len, x->argv[2].p,
-                     x->argv[2].len, 0) < 0 ? -EIO : 0;
+                      x->argv[2].len, 0) < 0
+                     ? -EIO
+                     : 0;
     else if (rc == 1) {
         resp_add_int(x->out, 0);
         return;
     }
-    if (rc < 0) reply_storage_error(x);
-    else resp_add_int(x->out, 1);
+    if (rc < 0)
+        reply_storage_error(x);
+    else
+        resp_add_int(x->out, 1);
 }
 
 void cmd_getset(struct cmd_ctx *x)
 {
     struct buf *old = &state(x)->tmp;
     int found = get_copy(x, &x->argv[1], old);
-    if (found < 0 ||
-            kv_write(x->srv, CODEC_OP_SET, x->argv[1].p, x->argv[1].len, x->argv[2].p,
-                    x->argv[2].len, 0) < 0) {
+    if (found < 0 || kv_write(x->srv, CODEC_OP_SET, x->argv[1].p, x->argv[1].len, x->argv[2].p,
+                              x->argv[2].len, 0) < 0) {
         reply_storage_error(x);
         return;
     }
-    if (found) reply_value(x, old->data, old->len);
-    else reply_not_found(x);
+    if (found)
+        reply_value(x, old->data, old->len);
+    else
+        reply_not_found(x);
 }
 
 void cmd_getdel(struct cmd_ctx *x)
@@ -175,12 +197,14 @@ void cmd_getdel(struct cmd_ctx *x)
     struct buf *old = &state(x)->tmp;
     int found = get_copy(x, &x->argv[1], old);
     if (found < 0 ||
-            (found && kv_write(x->srv, CODEC_OP_DEL, x->argv[1].p, x->argv[1].len, NULL, 0, 0) < 0)) {
+        (found && kv_write(x->srv, CODEC_OP_DEL, x->argv[1].p, x->argv[1].len, NULL, 0, 0) < 0)) {
         reply_storage_error(x);
         return;
     }
-    if (found) reply_value(x, old->data, old->len);
-    else reply_not_found(x);
+    if (found)
+        reply_value(x, old->data, old->len);
+    else
+        reply_not_found(x);
 }
 
 /* Deletes key if live. Returns 1 deleted, 0 absent, <0 storage error. */
@@ -198,8 +222,10 @@ void cmd_del(struct cmd_ctx *x)
     if (!x->resp) {
         /* protocol.md §3: DEL/DELETE take one key; DELETED if it existed, else NOT_FOUND. */
         int rc = delete_key(x, &x->argv[1]);
-        if (rc < 0) reply_storage_error(x);
-        else reply_status(x, rc ? "DELETED" : "NOT_FOUND");
+        if (rc < 0)
+            reply_storage_error(x);
+        else
+            reply_status(x, rc ? "DELETED" : "NOT_FOUND");
         return;
     }
     int64_t n = 0;
@@ -242,9 +268,11 @@ void cmd_incrby(struct cmd_ctx *x)
         return;
     }
     if (rc == 1 && !parse_i64(v, n, &cur)) {
-        if (x->resp) reply_error(x, "value is not an integer or out of range");
-        else reply_error(x, "Value for key '%.*s' is not a valid number", (int) key->len,
-                (const char *) key->p);
+        if (x->resp)
+            reply_error(x, "value is not an integer or out of range");
+        else
+            reply_error(x, "Value for key '%.*s' is not a valid number", (int) key->len,
+                        (const char *) key->p);
         return;
     }
     if (__builtin_add_overflow(cur, amount, &result)) {
@@ -254,7 +282,7 @@ void cmd_incrby(struct cmd_ctx *x)
     char digits[24];
     int len = snprintf(digits, sizeof(digits), "%lld", (long long) result);
     if (kv_write(x->srv, decr ? CODEC_OP_DECR : CODEC_OP_INCR, key->p, key->len,
-                (const uint8_t *) digits, (size_t) len, 0) < 0) {
+                 (const uint8_t *) digits, (size_t) len, 0) < 0) {
         reply_storage_error(x);
         return;
     }
@@ -279,13 +307,15 @@ void cmd_append(struct cmd_ctx *x)
     if (rc) buf_append(val, v, n);
     if (!prepend) buf_append(val, arg->p, arg->len);
     if (kv_write(x->srv, prepend ? CODEC_OP_PREPEND : CODEC_OP_APPEND, key->p, key->len, val->data,
-                val->len, 0) < 0) {
+                 val->len, 0) < 0) {
         reply_storage_error(x);
         return;
     }
     /* Line: the new whole value (protocol.md §3); RESP: its length, as Redis's APPEND. */
-    if (x->resp) resp_add_int(x->out, (int64_t) val->len);
-    else reply_value(x, val->data, val->len);
+    if (x->resp)
+        resp_add_int(x->out, (int64_t) val->len);
+    else
+        reply_value(x, val->data, val->len);
 }
 
 void cmd_mget(struct cmd_ctx *x)
@@ -296,8 +326,10 @@ void cmd_mget(struct cmd_ctx *x)
             const uint8_t *v;
             size_t n;
             int rc = store_get(x->srv->store, x->argv[i].p, x->argv[i].len, &v, &n);
-            if (rc == 1) resp_add_bulk(x->out, v, n);
-            else resp_add_null(x->out); /* a storage error reads as a miss, logged by store */
+            if (rc == 1)
+                resp_add_bulk(x->out, v, n);
+            else
+                resp_add_null(x->out); /* a storage error reads as a miss, logged by store */
         }
         return;
     }
@@ -341,7 +373,7 @@ void cmd_mset(struct cmd_ctx *x)
     }
     for (size_t i = 1; i + 1 < x->argc; i += 2) {
         if (kv_write(x->srv, CODEC_OP_SET, x->argv[i].p, x->argv[i].len, x->argv[i + 1].p,
-                    x->argv[i + 1].len, 0) < 0) {
+                     x->argv[i + 1].len, 0) < 0) {
             reply_storage_error(x);
             return;
         }
@@ -375,8 +407,10 @@ void cmd_type(struct cmd_ctx *x)
     const uint8_t *v;
     size_t n;
     int rc = store_get(x->srv->store, x->argv[1].p, x->argv[1].len, &v, &n);
-    if (rc < 0) reply_storage_error(x);
-    else resp_add_simple(x->out, rc ? "string" : "none");
+    if (rc < 0)
+        reply_storage_error(x);
+    else
+        resp_add_simple(x->out, rc ? "string" : "none");
 }
 
 void cmd_ttl(struct cmd_ctx *x)
@@ -384,20 +418,23 @@ void cmd_ttl(struct cmd_ctx *x)
     const uint8_t *v;
     size_t n;
     int rc = store_get(x->srv->store, x->argv[1].p, x->argv[1].len, &v, &n);
-    if (rc < 0) reply_storage_error(x);
-    else if (slice_is(&x->argv[0], "PERSIST")) resp_add_int(x->out, 0);
-    else resp_add_int(x->out, rc ? -1 : -2); /* no expiry support: live keys never expire */
+    if (rc < 0)
+        reply_storage_error(x);
+    else if (slice_is(&x->argv[0], "PERSIST"))
+        resp_add_int(x->out, 0);
+    else
+        resp_add_int(x->out, rc ? -1 : -2); /* no expiry support: live keys never expire */
 }
 
 /* Collects keys as (size_t length, bytes) records in a buf. */
 struct key_list {
-    struct buf *keys;         /* packed records */
-    size_t n;                 /* keys collected */
-    size_t limit;             /* stop after this many (0 = no limit) */
-    const uint8_t *pattern;   /* glob filter or NULL */
-    size_t pattern_len;       /* bytes */
-    size_t examined;          /* keys looked at (for SCAN COUNT) */
-    struct buf *last;         /* last key examined, when non-NULL */
+    struct buf *keys;       /* packed records */
+    size_t n;               /* keys collected */
+    size_t limit;           /* stop after this many (0 = no limit) */
+    const uint8_t *pattern; /* glob filter or NULL */
+    size_t pattern_len;     /* bytes */
+    size_t examined;        /* keys looked at (for SCAN COUNT) */
+    struct buf *last;       /* last key examined, when non-NULL */
 };
 
 static int collect_key(void *arg, const struct store_rec *rec)
@@ -450,7 +487,7 @@ void cmd_flushdb(struct cmd_ctx *x)
     buf_reset(keys);
     struct key_list kl = { .keys = keys };
     int rc = store_scan(x->srv->store, NULL, 0, NULL, 0, STORE_SCAN_LIVE | STORE_SCAN_KEYS_ONLY,
-            collect_key, &kl);
+                        collect_key, &kl);
     if (rc < 0) {
         reply_storage_error(x);
         return;
@@ -486,7 +523,7 @@ void cmd_keys(struct cmd_ctx *x)
         return;
     }
     int rc = store_scan(x->srv->store, pat->p, plen, NULL, 0,
-            STORE_SCAN_LIVE | STORE_SCAN_KEYS_ONLY, collect_key, &kl);
+                        STORE_SCAN_LIVE | STORE_SCAN_KEYS_ONLY, collect_key, &kl);
     if (rc < 0) {
         reply_storage_error(x);
         return;
@@ -507,7 +544,7 @@ static void scan_line(struct cmd_ctx *x)
     buf_reset(keys);
     struct key_list kl = { .keys = keys };
     int rc = store_scan(x->srv->store, prefix, plen, NULL, 0,
-            STORE_SCAN_LIVE | STORE_SCAN_KEYS_ONLY, collect_key, &kl);
+                        STORE_SCAN_LIVE | STORE_SCAN_KEYS_ONLY, collect_key, &kl);
     if (rc < 0) {
         reply_storage_error(x);
         return;
@@ -598,10 +635,14 @@ static void scan_resp(struct cmd_ctx *x)
     struct buf *keys = &st->tmp, *last = &st->tmp2;
     buf_reset(keys);
     buf_reset(last);
-    struct key_list kl = { .keys = keys, .limit = (size_t) count, .last = last,
-        .pattern = match ? match->p : NULL, .pattern_len = match ? match->len : 0 };
+    struct key_list kl = { .keys = keys,
+                           .limit = (size_t) count,
+                           .last = last,
+                           .pattern = match ? match->p : NULL,
+                           .pattern_len = match ? match->len : 0 };
     int rc = store_scan(x->srv->store, prefix, plen, after ? after->data : NULL,
-            after ? after->len : 0, STORE_SCAN_LIVE | STORE_SCAN_KEYS_ONLY, collect_key, &kl);
+                        after ? after->len : 0, STORE_SCAN_LIVE | STORE_SCAN_KEYS_ONLY, collect_key,
+                        &kl);
     if (rc < 0) {
         reply_storage_error(x);
         return;
@@ -681,8 +722,8 @@ void cmd_hash(struct cmd_ctx *x)
         reply_error(x, "hash initialization failed");
         return;
     }
-    int rc = store_scan(x->srv->store, all ? NULL : x->argv[1].p, all ? 0 : x->argv[1].len, NULL,
-            0, STORE_SCAN_LIVE, hash_record, &w);
+    int rc = store_scan(x->srv->store, all ? NULL : x->argv[1].p, all ? 0 : x->argv[1].len, NULL, 0,
+                        STORE_SCAN_LIVE, hash_record, &w);
     if (rc < 0) {
         reply_storage_error(x);
         return;

@@ -32,23 +32,23 @@
 enum vtype { V_STR, V_INT, V_BOOL, V_ARRAY, V_OTHER };
 
 struct value {
-    enum vtype type;      /* what was parsed */
-    char *str;            /* V_STR: NUL-terminated, heap */
-    int64_t i;            /* V_INT */
-    bool b;               /* V_BOOL */
-    char **items;         /* V_ARRAY of strings: NULL-terminated, heap; NULL if not all strings */
-    size_t nitems;        /* V_ARRAY: elements */
-    bool all_strings;     /* V_ARRAY: every element was a string */
+    enum vtype type;  /* what was parsed */
+    char *str;        /* V_STR: NUL-terminated, heap */
+    int64_t i;        /* V_INT */
+    bool b;           /* V_BOOL */
+    char **items;     /* V_ARRAY of strings: NULL-terminated, heap; NULL if not all strings */
+    size_t nitems;    /* V_ARRAY: elements */
+    bool all_strings; /* V_ARRAY: every element was a string */
 };
 
 struct parser {
-    const char *p, *end;   /* cursor and end of the file text */
-    int line;              /* current line, 1-based */
-    const char *path;      /* file name for errors */
+    const char *p, *end; /* cursor and end of the file text */
+    int line;            /* current line, 1-based */
+    const char *path;    /* file name for errors */
     struct conf_error *err;
     struct conf *c;
-    char table[128];       /* current [table], "" at top level */
-    struct buf seen;       /* "table\0key\0" pairs already assigned, to refuse duplicates */
+    char table[128]; /* current [table], "" at top level */
+    struct buf seen; /* "table\0key\0" pairs already assigned, to refuse duplicates */
 };
 
 static void set_err(struct conf_error *err, const char *file, int line, const char *fmt, ...)
@@ -195,10 +195,12 @@ static const char *set_engine(struct conf *c, const struct value *v, char *why, 
     (void) why, (void) n;
     static const char *const msg = "must be one of sqlite, memory (aliases: sled, rwlock, kv)";
     if (v->type != V_STR) return msg;
-    if (!strcmp(v->str, "sqlite") || !strcmp(v->str, "sled")) c->engine = CONF_ENGINE_SQLITE;
+    if (!strcmp(v->str, "sqlite") || !strcmp(v->str, "sled"))
+        c->engine = CONF_ENGINE_SQLITE;
     else if (!strcmp(v->str, "memory") || !strcmp(v->str, "rwlock") || !strcmp(v->str, "kv"))
         c->engine = CONF_ENGINE_MEMORY;
-    else return msg;
+    else
+        return msg;
     return NULL;
 }
 
@@ -212,9 +214,12 @@ static const char *set_sync_interval(struct conf *c, const struct value *v, char
 static const char *set_fsync(struct conf *c, const struct value *v, char *why, size_t n)
 {
     (void) why, (void) n;
-    if (v->type == V_STR && !strcmp(v->str, "normal")) c->fsync = CONF_FSYNC_NORMAL;
-    else if (v->type == V_STR && !strcmp(v->str, "always")) c->fsync = CONF_FSYNC_ALWAYS;
-    else return "must be \"normal\" or \"always\"";
+    if (v->type == V_STR && !strcmp(v->str, "normal"))
+        c->fsync = CONF_FSYNC_NORMAL;
+    else if (v->type == V_STR && !strcmp(v->str, "always"))
+        c->fsync = CONF_FSYNC_ALWAYS;
+    else
+        return "must be \"normal\" or \"always\"";
     return NULL;
 }
 
@@ -354,19 +359,22 @@ static const char *set_tls_key(struct conf *c, const struct value *v, char *why,
 static const char *set_wire(struct conf *c, const struct value *v, char *why, size_t n)
 {
     (void) why, (void) n;
-    if (v->type == V_STR && !strcmp(v->str, "cbor")) c->wire_merklekv = false;
-    else if (v->type == V_STR && !strcmp(v->str, "merklekv")) c->wire_merklekv = true;
-    else return "must be \"cbor\" or \"merklekv\"";
+    if (v->type == V_STR && !strcmp(v->str, "cbor"))
+        c->wire_merklekv = false;
+    else if (v->type == V_STR && !strcmp(v->str, "merklekv"))
+        c->wire_merklekv = true;
+    else
+        return "must be \"cbor\" or \"merklekv\"";
     return NULL;
 }
 
 /* Integer keys of [replication] that need nothing but a range check. */
-#define INT_SETTER(fn, field, lo, hi)                                                              \
-    static const char *fn(struct conf *c, const struct value *v, char *why, size_t n)             \
-    {                                                                                              \
-        const char *e = int_range(v, lo, hi, why, n);                                              \
-        if (!e) c->field = v->i;                                                                   \
-        return e;                                                                                  \
+#define INT_SETTER(fn, field, lo, hi)                                                 \
+    static const char *fn(struct conf *c, const struct value *v, char *why, size_t n) \
+    {                                                                                 \
+        const char *e = int_range(v, lo, hi, why, n);                                 \
+        if (!e) c->field = v->i;                                                      \
+        return e;                                                                     \
     }
 INT_SETTER(set_keepalive, keepalive_seconds, 1, 3600)
 INT_SETTER(set_batch_max, batch_max_events, 1, 100000)
@@ -518,7 +526,8 @@ static int end_of_statement(struct parser *ps)
     if (ps->p >= ps->end) return 0;
     if (*ps->p != '\n') {
         int n = 0; /* quote at most 20 bytes, and never past the end of the line */
-        while (n < 20 && ps->p + n < ps->end && ps->p[n] != '\n' && ps->p[n] != '\r') n++;
+        while (n < 20 && ps->p + n < ps->end && ps->p[n] != '\n' && ps->p[n] != '\r')
+            n++;
         return perr(ps, "unexpected text after value: '%.*s'", n, ps->p);
     }
     ps->p++;
@@ -708,8 +717,7 @@ static int parse_value(struct parser *ps, struct value *v, int depth)
         return skip_inline_table(ps, depth);
     }
     const char *start = ps->p;
-    while (ps->p < ps->end && (is_bare(*ps->p) || *ps->p == '+' || *ps->p == '.' ||
-                                      *ps->p == ':'))
+    while (ps->p < ps->end && (is_bare(*ps->p) || *ps->p == '+' || *ps->p == '.' || *ps->p == ':'))
         ps->p++;
     size_t n = (size_t) (ps->p - start);
     if (n == 0) return perr(ps, "invalid value starting with '%c'", ch);
@@ -738,8 +746,10 @@ static int parse_value(struct parser *ps, struct value *v, int depth)
             is_int = false;
             break;
         }
-        if (acc > (UINT64_MAX - (uint64_t) (d - '0')) / 10) overflow = true;
-        else acc = acc * 10 + (uint64_t) (d - '0');
+        if (acc > (UINT64_MAX - (uint64_t) (d - '0')) / 10)
+            overflow = true;
+        else
+            acc = acc * 10 + (uint64_t) (d - '0');
     }
     if (is_int && start[i] == '0' && n - i > 1) is_int = false;
     if (is_int) {
@@ -822,7 +832,8 @@ static int parse_statement(struct parser *ps)
         ps->p++;
         if (!mark_seen(ps, name, "")) return perr(ps, "table [%s] defined twice", name);
         (void) snprintf(ps->table, sizeof(ps->table), "%s", name);
-        if (!known_table(name)) add_warning(ps->c, "%s:%d: unknown table [%s]", ps->path, ps->line, name);
+        if (!known_table(name))
+            add_warning(ps->c, "%s:%d: unknown table [%s]", ps->path, ps->line, name);
         return end_of_statement(ps);
     }
     char key[128];
@@ -834,21 +845,20 @@ static int parse_statement(struct parser *ps)
     int line = ps->line;
     struct value v = { 0 };
     rc = parse_value(ps, &v, 0);
-    if (rc == 0 && !mark_seen(ps, ps->table, key))
-        rc = perr(ps, "duplicate key '%s'", key);
+    if (rc == 0 && !mark_seen(ps, ps->table, key)) rc = perr(ps, "duplicate key '%s'", key);
     if (rc == 0) {
         const struct key_def *d = find_key(ps->table, key);
         if (!d) {
             if (known_table(ps->table))
                 add_warning(ps->c, "%s:%d: unknown key '%s'%s%s%s", ps->path, line, key,
-                        *ps->table ? " in [" : "", ps->table, *ps->table ? "]" : "");
+                            *ps->table ? " in [" : "", ps->table, *ps->table ? "]" : "");
         } else {
             char why[128];
             const char *e = d->set(ps->c, &v, why, sizeof(why));
             if (e) {
                 ps->line = line;
-                rc = perr(ps, "%s%s%s %s", *ps->table ? ps->table : "", *ps->table ? "." : "",
-                        key, e);
+                rc = perr(ps, "%s%s%s %s", *ps->table ? ps->table : "", *ps->table ? "." : "", key,
+                          e);
             }
         }
     }
@@ -886,8 +896,12 @@ int conf_load_file(struct conf *c, const char *path, struct conf_error *err)
         set_err(err, path, 0, "config file contains NUL bytes (is it a text file?)");
         rc = -EINVAL;
     }
-    struct parser ps = { .p = (const char *) text.data, .end = (const char *) text.data + text.len,
-        .line = 1, .path = path, .err = err, .c = c };
+    struct parser ps = { .p = (const char *) text.data,
+                         .end = (const char *) text.data + text.len,
+                         .line = 1,
+                         .path = path,
+                         .err = err,
+                         .c = c };
     buf_init(&ps.seen);
     if (ps.p && ps.end - ps.p >= 3 && !memcmp(ps.p, "\xEF\xBB\xBF", 3)) ps.p += 3; /* UTF-8 BOM */
     while (rc == 0 && ps.p && ps.p < ps.end) {
@@ -937,7 +951,7 @@ const char *conf_config_path(int argc, char **argv, bool *bad)
 }
 
 int conf_apply_args(struct conf *c, int argc, char **argv, const char **action,
-        struct conf_error *err)
+                    struct conf_error *err)
 {
     *action = NULL;
     for (int i = 1; i < argc; i++) {
@@ -994,7 +1008,8 @@ void conf_print_usage(const char *prog)
 {
     printf("arborkv %s: a replicated key-value store (line protocol and RESP2 on one port)\n\n"
            "usage: %s [--config PATH] [--host H] [--port N] [--storage-path DIR]\n"
-           "          [--engine sqlite|memory] [--node-id ID] [--log-level L] [--version] [--help]\n\n"
+           "          [--engine sqlite|memory] [--node-id ID] [--log-level L] [--version] "
+           "[--help]\n\n"
            "  --config PATH        TOML configuration file (MerkleKV format accepted)\n"
            "  --host H             listen address (default 127.0.0.1)\n"
            "  --port N             listen port (default 7379; 0 picks a free one)\n"
@@ -1006,5 +1021,5 @@ void conf_print_usage(const char *prog)
            "  --help               print this help and exit\n\n"
            "Command-line options override the file, which overrides the defaults.\n"
            "See docs/configuration.md for every key.\n",
-            ARBORKV_VERSION, prog);
+           ARBORKV_VERSION, prog);
 }

@@ -37,8 +37,8 @@
 #include "arborkv/server.h"
 #include "arborkv/store.h"
 
-#define ACCEPTS_PER_EVENT 256  /* bound the work of one readable event on the listener */
-#define RESUME_ROUNDS     4    /* resume/commit/flush rounds per before-sleep */
+#define ACCEPTS_PER_EVENT 256 /* bound the work of one readable event on the listener */
+#define RESUME_ROUNDS     4   /* resume/commit/flush rounds per before-sleep */
 
 static void on_client(struct loop *l, int fd, unsigned events, void *arg);
 static void process_input(struct conn *c);
@@ -57,8 +57,10 @@ static void set_mask(struct conn *c, unsigned mask)
 {
     if (c->fd < 0 || c->mask == mask) return;
     int rc = loop_mod_fd(c->srv->loop, c->fd, mask);
-    if (rc < 0) log_warn("conn: epoll_ctl(%s): %s", c->addr, strerror(-rc));
-    else c->mask = mask;
+    if (rc < 0)
+        log_warn("conn: epoll_ctl(%s): %s", c->addr, strerror(-rc));
+    else
+        c->mask = mask;
 }
 
 static void mark_pending(struct conn *c)
@@ -80,8 +82,10 @@ static void close_now(struct conn *c)
         (void) close(c->fd);
         c->fd = -1;
     }
-    if (c->prev) c->prev->next = c->next;
-    else srv->clients = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->clients = c->next;
     if (c->next) c->next->prev = c->prev;
     c->prev = c->next = NULL;
     srv->nclients--;
@@ -184,8 +188,9 @@ static void on_accept(struct loop *l, int lfd, unsigned events, void *arg)
 
 int conn_listen(struct server *srv, const char *host, int port)
 {
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-        .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+    struct addrinfo hints = { .ai_family = AF_UNSPEC,
+                              .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
     struct addrinfo *res = NULL;
     char portstr[16];
     (void) snprintf(portstr, sizeof(portstr), "%d", port);
@@ -203,7 +208,7 @@ int conn_listen(struct server *srv, const char *host, int port)
         }
         int one = 1;
         if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
-                bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, CONN_LISTEN_BACKLOG) == 0)
+            bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, CONN_LISTEN_BACKLOG) == 0)
             break;
         err = errno;
         (void) close(fd);
@@ -252,7 +257,7 @@ static void run_command(struct conn *c, const struct slice *argv, size_t argc)
         c->srv->stats.output_limit_disconnects++;
         if (log_allowed(&last_log))
             log_warn("conn: client %s dropped: %zu bytes of unsent output exceed the limit (%zu)",
-                    c->addr, conn_unsent(c), c->srv->output_limit);
+                     c->addr, conn_unsent(c), c->srv->output_limit);
         close_now(c);
     }
 }
@@ -281,9 +286,8 @@ static void process_input(struct conn *c)
         buf_reset(&c->in);
         return;
     }
-    while (pos < c->in.len &&
-            !(c->flags & (CONN_CLOSE_AFTER_REPLY | CONN_CLOSING)) &&
-            conn_unsent(c) < CONN_SOFT_OUTPUT_BYTES && !c->srv->stopping) {
+    while (pos < c->in.len && !(c->flags & (CONN_CLOSE_AFTER_REPLY | CONN_CLOSING)) &&
+           conn_unsent(c) < CONN_SOFT_OUTPUT_BYTES && !c->srv->stopping) {
         const uint8_t *data = c->in.data + pos;
         size_t avail = c->in.len - pos, used = 0;
         if (c->proto == CONN_PROTO_LINE) {
@@ -321,7 +325,7 @@ static void process_input(struct conn *c)
                 c->argv = xrealloc(c->argv, c->argv_cap * sizeof(*c->argv));
             }
             for (size_t i = 0; i < c->rp.argc; i++)
-                c->argv[i] = (struct slice) { data + c->rp.args[i].off, c->rp.args[i].len };
+                c->argv[i] = (struct slice){ data + c->rp.args[i].off, c->rp.args[i].len };
             pos += used;
             if (c->rp.argc > 0) run_command(c, c->argv, c->rp.argc);
         }
@@ -414,8 +418,10 @@ static void group_commit(struct server *srv)
     int rc = -EIO;
     /* The turn's replication events join its transaction (the durable outbox). */
     if (!srv->txn_failed && repl_before_commit(srv->repl) < 0) srv->txn_failed = true;
-    if (srv->txn_failed) store_rollback(srv->store);
-    else rc = store_commit(srv->store);
+    if (srv->txn_failed)
+        store_rollback(srv->store);
+    else
+        rc = store_commit(srv->store);
     srv->txn_failed = false;
     repl_after_commit(srv->repl, rc == 0);
     if (rc == 0) {
@@ -448,7 +454,7 @@ void conn_before_sleep(struct server *srv)
         /* Resume clients whose output drained with requests still buffered. */
         for (struct conn *c = srv->pending; c; c = c->pending_next)
             if (!(c->flags & (CONN_RAN | CONN_CLOSING | CONN_PAUSED)) && c->in.len &&
-                    conn_unsent(c) < CONN_SOFT_OUTPUT_BYTES)
+                conn_unsent(c) < CONN_SOFT_OUTPUT_BYTES)
                 process_input(c);
         group_commit(srv);
         struct conn *list = srv->pending;
@@ -482,7 +488,8 @@ void conn_close_all(struct server *srv, uint64_t timeout_us)
         struct pollfd pfds[256];
         nfds_t n = 0;
         for (struct conn *c = srv->clients; c && n < 256; c = c->next)
-            if (conn_unsent(c) && c->fd >= 0) pfds[n++] = (struct pollfd) { .fd = c->fd, .events = POLLOUT };
+            if (conn_unsent(c) && c->fd >= 0)
+                pfds[n++] = (struct pollfd){ .fd = c->fd, .events = POLLOUT };
         uint64_t now = loop_now_us();
         if (n == 0 || now >= deadline) break;
         int rc = poll(pfds, n, (int) ((deadline - now + 999) / 1000));

@@ -48,7 +48,7 @@ void log_write(enum log_level l, const char *fmt, ...)
     (void) gmtime_r(&now.tv_sec, &tm);
     size_t n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
     int m = snprintf(line + n, sizeof(line) - n, ".%03ldZ %-5s ", now.tv_nsec / 1000000L,
-            log_level_name(l));
+                     log_level_name(l));
     if (m > 0) n += (size_t) m;
     va_list ap;
     va_start(ap, fmt);

@@ -46,7 +46,7 @@ struct loop {
     uint64_t next_timer_id; /* last id handed out */
     loop_hook_fn *before_sleep;
     void *before_sleep_arg;
-    bool stop;              /* set by loop_stop */
+    bool stop; /* set by loop_stop */
 };
 
 uint64_t loop_now_us(void)
@@ -92,7 +92,7 @@ int loop_add_fd(struct loop *l, int fd, unsigned mask, loop_fd_fn *fn, void *arg
     }
     struct epoll_event ev = { .events = to_epoll(mask), .data.fd = fd };
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) return -errno;
-    l->slots[fd] = (struct fd_slot) { .fn = fn, .arg = arg, .mask = mask };
+    l->slots[fd] = (struct fd_slot){ .fn = fn, .arg = arg, .mask = mask };
     return 0;
 }
 
@@ -111,7 +111,7 @@ void loop_del_fd(struct loop *l, int fd)
     if (fd < 0 || (size_t) fd >= l->nslots || !l->slots[fd].fn) return;
     /* Failure only means the fd was already closed, which removed it from the epoll set. */
     (void) epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
-    l->slots[fd] = (struct fd_slot) { 0 };
+    l->slots[fd] = (struct fd_slot){ 0 };
 }
 
 uint64_t loop_add_timer(struct loop *l, uint64_t delay_us, loop_timer_fn *fn, void *arg)
@@ -125,7 +125,7 @@ uint64_t loop_add_timer(struct loop *l, uint64_t delay_us, loop_timer_fn *fn, vo
         memset(l->timers + l->ntimers, 0, (n - l->ntimers) * sizeof(*l->timers));
         l->ntimers = n;
     }
-    l->timers[i] = (struct timer) {
+    l->timers[i] = (struct timer){
         .id = ++l->next_timer_id, .when_us = loop_now_us() + delay_us, .fn = fn, .arg = arg
     };
     return l->timers[i].id;

@@ -32,9 +32,9 @@
 #include "arborkv/server.h"
 #include "arborkv/store.h"
 
-#define SHUTDOWN_FLUSH_US 500000 /* time given to clients to read their last replies */
-#define EXIT_CONFIG       2      /* bad configuration or command line */
-#define REPL_DISCONNECT_MS 300   /* time given to the broker link to say goodbye at shutdown */
+#define SHUTDOWN_FLUSH_US  500000 /* time given to clients to read their last replies */
+#define EXIT_CONFIG        2      /* bad configuration or command line */
+#define REPL_DISCONNECT_MS 300    /* time given to the broker link to say goodbye at shutdown */
 
 static void on_signal(struct loop *l, int fd, unsigned events, void *arg)
 {
@@ -71,7 +71,7 @@ static void raise_fd_limit(size_t max_clients)
         log_warn("cannot raise the open-file limit: %s", strerror(errno));
     if (rl.rlim_cur < want)
         log_warn("open-file limit %llu is below max_clients + 64; raise it (ulimit -n)",
-                (unsigned long long) rl.rlim_cur);
+                 (unsigned long long) rl.rlim_cur);
 }
 
 /* Builds the replication layer from the [replication] settings; it connects only if enabled. */
@@ -80,26 +80,38 @@ static int start_replication(struct server *srv, const struct conf *c)
     char addr[300];
     (void) snprintf(addr, sizeof(addr), "%s:%d", c->host, srv->port);
     struct repl_opts o = {
-        .enabled = c->repl_enabled, .broker = c->mqtt_broker, .port = c->mqtt_port,
-        .prefix = c->topic_prefix, .username = c->mqtt_username, .password = c->client_password,
-        .tls_ca_file = c->tls_ca_file, .tls_cert_file = c->tls_cert_file,
-        .tls_key_file = c->tls_key_file, .keepalive_s = (int) c->keepalive_seconds,
-        .wire_merklekv = c->wire_merklekv, .batch_max_events = (size_t) c->batch_max_events,
-        .max_inflight = (size_t) c->max_inflight, .outbox_max_events = (uint64_t) c->outbox_max_events,
-        .reconnect_max_s = (int) c->reconnect_max_seconds, .addr = addr,
+        .enabled = c->repl_enabled,
+        .broker = c->mqtt_broker,
+        .port = c->mqtt_port,
+        .prefix = c->topic_prefix,
+        .username = c->mqtt_username,
+        .password = c->client_password,
+        .tls_ca_file = c->tls_ca_file,
+        .tls_cert_file = c->tls_cert_file,
+        .tls_key_file = c->tls_key_file,
+        .keepalive_s = (int) c->keepalive_seconds,
+        .wire_merklekv = c->wire_merklekv,
+        .batch_max_events = (size_t) c->batch_max_events,
+        .max_inflight = (size_t) c->max_inflight,
+        .outbox_max_events = (uint64_t) c->outbox_max_events,
+        .reconnect_max_s = (int) c->reconnect_max_seconds,
+        .addr = addr,
     };
     int rc = repl_new(&srv->repl, srv, &o);
-    if (rc < 0) log_error("cannot start replication: %s", strerror(-rc));
+    if (rc < 0)
+        log_error("cannot start replication: %s", strerror(-rc));
     else if (c->repl_enabled)
         log_info("replication: broker %s:%d, topics %s/events/#", c->mqtt_broker, c->mqtt_port,
-                c->topic_prefix);
+                 c->topic_prefix);
     return rc;
 }
 
 static int config_error(const struct conf_error *err)
 {
-    if (err->line > 0) fprintf(stderr, "%s:%d: %s\n", err->file, err->line, err->reason);
-    else fprintf(stderr, "%s: %s\n", err->file, err->reason);
+    if (err->line > 0)
+        fprintf(stderr, "%s:%d: %s\n", err->file, err->line, err->reason);
+    else
+        fprintf(stderr, "%s: %s\n", err->file, err->reason);
     return EXIT_CONFIG;
 }
 
@@ -142,13 +154,17 @@ int main(int argc, char **argv)
     /* --help and --version answer even when the file named by --config is unusable. */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--") == 0) break;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) action = "help";
-        else if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-V")) action = "version";
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            action = "help";
+        else if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-V"))
+            action = "version";
         if (action) break;
     }
     if (action) {
-        if (strcmp(action, "version") == 0) printf("arborkv %s\n", ARBORKV_VERSION);
-        else conf_print_usage(argv[0]);
+        if (strcmp(action, "version") == 0)
+            printf("arborkv %s\n", ARBORKV_VERSION);
+        else
+            conf_print_usage(argv[0]);
         status = 0;
         goto out;
     }
@@ -162,8 +178,10 @@ int main(int argc, char **argv)
         goto out;
     }
     if (rc == 1) {
-        if (strcmp(action, "version") == 0) printf("arborkv %s\n", ARBORKV_VERSION);
-        else conf_print_usage(argv[0]);
+        if (strcmp(action, "version") == 0)
+            printf("arborkv %s\n", ARBORKV_VERSION);
+        else
+            conf_print_usage(argv[0]);
         status = 0;
         goto out;
     }
@@ -182,8 +200,8 @@ int main(int argc, char **argv)
     enum store_engine engine =
             conf.engine == CONF_ENGINE_MEMORY ? STORE_ENGINE_MEMORY : STORE_ENGINE_SQLITE;
     rc = store_open(&store, engine, conf.storage_path,
-            conf.fsync == CONF_FSYNC_ALWAYS ? STORE_DURABLE_POWER : STORE_DURABLE_PROCESS, why,
-            sizeof(why));
+                    conf.fsync == CONF_FSYNC_ALWAYS ? STORE_DURABLE_POWER : STORE_DURABLE_PROCESS,
+                    why, sizeof(why));
     if (rc < 0) {
         log_error("cannot open the store: %s", why);
         goto out;
@@ -194,8 +212,9 @@ int main(int argc, char **argv)
         log_error("cannot create the event loop: %s", strerror(errno));
         goto out;
     }
-    node_id = conf.node_id ? xstrdup(conf.node_id)
-                           : conf.client_id ? xstrdup(conf.client_id) : default_node_id(&conf);
+    node_id = conf.node_id     ? xstrdup(conf.node_id)
+              : conf.client_id ? xstrdup(conf.client_id)
+                               : default_node_id(&conf);
     srv.loop = loop;
     srv.store = store;
     srv.node_id = node_id;
@@ -206,7 +225,7 @@ int main(int argc, char **argv)
     srv.start_us = loop_now_us();
     srv.start_unix_s = hlc_wall_ns() / 1000000000ULL;
     hlc_init(&srv.hlc, store_max_ts_at_open(store),
-            (uint64_t) conf.max_clock_skew_seconds * 1000000000ULL);
+             (uint64_t) conf.max_clock_skew_seconds * 1000000000ULL);
     cmd_init(&srv);
 
     sigset_t mask;
@@ -214,8 +233,8 @@ int main(int argc, char **argv)
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     if (sigprocmask(SIG_BLOCK, &mask, NULL) != 0 ||
-            (sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0 ||
-            loop_add_fd(loop, sfd, LOOP_READ, on_signal, &srv) < 0) {
+        (sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0 ||
+        loop_add_fd(loop, sfd, LOOP_READ, on_signal, &srv) < 0) {
         log_error("cannot set up signal handling: %s", strerror(errno));
         goto out;
     }
@@ -225,7 +244,7 @@ int main(int argc, char **argv)
     if (start_replication(&srv, &conf) < 0) goto out;
     loop_set_before_sleep(loop, before_sleep, &srv);
     log_info("arborkv %s node %s listening on %s:%d (engine %s, fsync %s)", ARBORKV_VERSION,
-            node_id, conf.host, srv.port, srv.engine_name, srv.fsync_name);
+             node_id, conf.host, srv.port, srv.engine_name, srv.fsync_name);
 
     loop_run(loop);
 

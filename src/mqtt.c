@@ -13,9 +13,9 @@
 #include "arborkv/mqtt.h"
 
 #include <MQTTAsync.h>
-#include <sodium.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,21 +27,21 @@
 #include "arborkv/loop.h"
 #include "arborkv/mem.h"
 
-#define RECONNECT_MIN_US   100000ULL /* first retry after 100 ms */
-#define CONNECT_TIMEOUT_S  5         /* TCP + CONNACK */
-#define TOKEN_SLOTS        65536     /* MQTT packet ids are 16-bit */
-#define SUBS_MAX           16
+#define RECONNECT_MIN_US  100000ULL /* first retry after 100 ms */
+#define CONNECT_TIMEOUT_S 5         /* TCP + CONNACK */
+#define TOKEN_SLOTS       65536     /* MQTT packet ids are 16-bit */
+#define SUBS_MAX          16
 
 enum qtype { Q_CONNECTED, Q_CONNECT_FAILED, Q_LOST, Q_MESSAGE, Q_PUB_OK, Q_PUB_FAIL, Q_SUB_FAIL };
 
 struct qitem {
     struct qitem *next;
     enum qtype type;
-    int token;          /* Q_PUB_* */
-    size_t len;         /* payload bytes (Q_MESSAGE) */
-    char *topic;        /* Q_MESSAGE: NUL-terminated, inside this allocation */
-    uint8_t *payload;   /* Q_MESSAGE: inside this allocation */
-    char why[160];      /* Q_CONNECT_FAILED, Q_LOST */
+    int token;        /* Q_PUB_* */
+    size_t len;       /* payload bytes (Q_MESSAGE) */
+    char *topic;      /* Q_MESSAGE: NUL-terminated, inside this allocation */
+    uint8_t *payload; /* Q_MESSAGE: inside this allocation */
+    char why[160];    /* Q_CONNECT_FAILED, Q_LOST */
 };
 
 struct mqtt {
@@ -49,25 +49,25 @@ struct mqtt {
     MQTTAsync client;
     struct mqtt_handlers h;
     void *arg;
-    int efd;                     /* eventfd: paho threads -> loop */
+    int efd; /* eventfd: paho threads -> loop */
     char *uri, *client_id, *username, *password, *ca, *cert, *key, *will_topic, *will_payload;
     int keepalive_s, reconnect_max_s;
     char *subs[SUBS_MAX];
     size_t nsubs;
 
     enum mqtt_state state;
-    bool connect_in_flight;      /* MQTTAsync_connect issued, no answer yet */
-    uint64_t backoff_us;         /* next reconnect delay before jitter */
-    uint64_t timer;              /* pending reconnect timer id, 0 if none */
+    bool connect_in_flight; /* MQTTAsync_connect issued, no answer yet */
+    uint64_t backoff_us;    /* next reconnect delay before jitter */
+    uint64_t timer;         /* pending reconnect timer id, 0 if none */
     uint64_t connects;
-    uint64_t *tags;              /* tag per token (TOKEN_SLOTS) */
-    uint8_t *tag_set;            /* 1 when tags[token] belongs to an outstanding publish */
+    uint64_t *tags;   /* tag per token (TOKEN_SLOTS) */
+    uint8_t *tag_set; /* 1 when tags[token] belongs to an outstanding publish */
 
-    pthread_mutex_t lock;        /* guards the fields below */
-    pthread_cond_t drained;      /* signalled when queued_bytes drops */
+    pthread_mutex_t lock;   /* guards the fields below */
+    pthread_cond_t drained; /* signalled when queued_bytes drops */
     struct qitem *head, *tail;
     size_t queued_bytes;
-    bool closing;                /* mqtt_free in progress: paho threads must not wait */
+    bool closing; /* mqtt_free in progress: paho threads must not wait */
 };
 
 /* ---- paho threads ------------------------------------------------------------------------- */
@@ -76,8 +76,10 @@ static void push(struct mqtt *m, struct qitem *it)
 {
     it->next = NULL;
     (void) pthread_mutex_lock(&m->lock);
-    if (m->tail) m->tail->next = it;
-    else m->head = it;
+    if (m->tail)
+        m->tail->next = it;
+    else
+        m->head = it;
     m->tail = it;
     m->queued_bytes += it->len;
     (void) pthread_mutex_unlock(&m->lock);
@@ -103,8 +105,10 @@ static void cb_connected(void *ctx, MQTTAsync_successData *resp)
 static void cb_connect_failed(void *ctx, MQTTAsync_failureData *resp)
 {
     struct qitem *it = item(Q_CONNECT_FAILED);
-    if (resp && resp->message) (void) snprintf(it->why, sizeof(it->why), "%s", resp->message);
-    else (void) snprintf(it->why, sizeof(it->why), "code %d", resp ? resp->code : -1);
+    if (resp && resp->message)
+        (void) snprintf(it->why, sizeof(it->why), "%s", resp->message);
+    else
+        (void) snprintf(it->why, sizeof(it->why), "code %d", resp ? resp->code : -1);
     push(ctx, it);
 }
 
@@ -230,7 +234,10 @@ static void schedule_reconnect(struct mqtt *m)
     uint64_t cap = (uint64_t) m->reconnect_max_s * 1000000ULL;
     if (base > cap) base = cap;
     /* ±25% jitter so peers that lost the broker together do not return in lockstep. */
-    uint64_t span = base / 2, delay = base - base / 4 + (span ? randombytes_uniform((uint32_t) (span > UINT32_MAX ? UINT32_MAX : span)) : 0);
+    uint64_t span = base / 2,
+             delay = base - base / 4 +
+                     (span ? randombytes_uniform((uint32_t) (span > UINT32_MAX ? UINT32_MAX : span))
+                           : 0);
     m->backoff_us = base * 2 > cap ? cap : base * 2;
     m->timer = loop_add_timer(m->loop, delay, on_timer, m);
 }
@@ -280,7 +287,8 @@ static void handle(struct mqtt *m, struct qitem *it)
         lost(m, it->why);
         break;
     case Q_LOST:
-        if (m->state == MQTT_CONNECTED) log_warn("mqtt: connection to %s lost: %s", m->uri, it->why);
+        if (m->state == MQTT_CONNECTED)
+            log_warn("mqtt: connection to %s lost: %s", m->uri, it->why);
         lost(m, it->why);
         break;
     case Q_MESSAGE:
@@ -290,8 +298,8 @@ static void handle(struct mqtt *m, struct qitem *it)
     case Q_PUB_FAIL:
         if (it->token > 0 && it->token < TOKEN_SLOTS && m->tag_set[it->token]) {
             m->tag_set[it->token] = 0;
-            if (m->h.on_published) m->h.on_published(m->arg, m->tags[it->token],
-                    it->type == Q_PUB_OK);
+            if (m->h.on_published)
+                m->h.on_published(m->arg, m->tags[it->token], it->type == Q_PUB_OK);
         }
         break;
     case Q_SUB_FAIL:
@@ -324,7 +332,8 @@ static void on_eventfd(struct loop *l, int fd, unsigned events, void *arg)
     uint64_t n;
     (void) l;
     (void) events;
-    if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN) log_warn("mqtt: eventfd read: %s", strerror(errno));
+    if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+        log_warn("mqtt: eventfd read: %s", strerror(errno));
     for (struct qitem *it = take_all(m), *next; it; it = next) {
         next = it->next;
         handle(m, it);
@@ -338,7 +347,7 @@ static char *dup_or_null(const char *s)
 }
 
 int mqtt_new(struct mqtt **out, struct loop *l, const struct mqtt_opts *o,
-        const struct mqtt_handlers *h, void *arg)
+             const struct mqtt_handlers *h, void *arg)
 {
     struct mqtt *m = xcalloc(1, sizeof(*m));
     m->loop = l;
@@ -379,7 +388,7 @@ int mqtt_new(struct mqtt **out, struct loop *l, const struct mqtt_opts *o,
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
     co.sendWhileDisconnected = 0;
     rc = MQTTAsync_createWithOptions(&m->client, m->uri, m->client_id, MQTTCLIENT_PERSISTENCE_NONE,
-            NULL, &co);
+                                     NULL, &co);
     if (rc != MQTTASYNC_SUCCESS) {
         log_error("mqtt: cannot create a client for %s: %s", m->uri, MQTTAsync_strerror(rc));
         m->client = NULL;
@@ -434,7 +443,8 @@ void mqtt_free(struct mqtt *m, int timeout_ms)
             m->h.on_disconnect = NULL;
             mqtt_stop(m, timeout_ms);
             /* Give paho the disconnect time to flush (the offline presence) before destroy. */
-            for (int waited = 0; waited < timeout_ms && MQTTAsync_isConnected(m->client); waited += 10)
+            for (int waited = 0; waited < timeout_ms && MQTTAsync_isConnected(m->client);
+                 waited += 10)
                 (void) usleep(10000);
         }
         MQTTAsync_destroy(&m->client);
@@ -475,7 +485,7 @@ int mqtt_subscribe(struct mqtt *m, const char *filter)
 }
 
 int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
-        bool retain, uint64_t tag)
+                 bool retain, uint64_t tag)
 {
     if (m->state != MQTT_CONNECTED) return -ENOTCONN;
     if (len > (size_t) INT32_MAX) return -EMSGSIZE;
@@ -503,9 +513,12 @@ enum mqtt_state mqtt_state(const struct mqtt *m)
 const char *mqtt_state_name(enum mqtt_state s)
 {
     switch (s) {
-    case MQTT_STOPPED: return "disabled";
-    case MQTT_CONNECTING: return "connecting";
-    case MQTT_CONNECTED: return "connected";
+    case MQTT_STOPPED:
+        return "disabled";
+    case MQTT_CONNECTING:
+        return "connecting";
+    case MQTT_CONNECTED:
+        return "connected";
     }
     return "?";
 }

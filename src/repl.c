@@ -42,30 +42,30 @@ struct peer {
 struct repl {
     struct server *srv;
     struct mqtt *mqtt;
-    struct repl_opts o;           /* strings point into the copies below */
+    struct repl_opts o; /* strings point into the copies below */
     char *prefix, *addr, *events_topic, *presence_topic, *sub_events, *sub_nodes;
-    bool enabled;                 /* REPLICATE enable/disable; link started */
-    bool recording;               /* local changes go to the outbox */
+    bool enabled;   /* REPLICATE enable/disable; link started */
+    bool recording; /* local changes go to the outbox */
 
     /* this turn's changes, encoded */
-    struct buf body;              /* events of the message being filled */
-    size_t body_n;                /* events in body */
-    struct buf *msgs;             /* finished messages of this turn (payloads) */
-    uint32_t *msg_n;              /* events per finished message */
+    struct buf body;  /* events of the message being filled */
+    size_t body_n;    /* events in body */
+    struct buf *msgs; /* finished messages of this turn (payloads) */
+    uint32_t *msg_n;  /* events per finished message */
     size_t nmsgs, msgs_cap;
-    uint64_t turn_events;         /* events recorded this turn */
-    uint64_t turn_added;          /* events stored in the outbox this turn (before commit) */
-    uint64_t turn_rows;           /* outbox rows added this turn (before commit) */
+    uint64_t turn_events; /* events recorded this turn */
+    uint64_t turn_added;  /* events stored in the outbox this turn (before commit) */
+    uint64_t turn_rows;   /* outbox rows added this turn (before commit) */
 
     /* outbox */
-    uint64_t outbox_events;       /* events in the outbox (committed) */
+    uint64_t outbox_events; /* events in the outbox (committed) */
     uint64_t outbox_rows;
     struct inflight *inflight;
     size_t ninflight;
     uint64_t last_sent;
 
-    struct codec_batch batch;     /* decode scratch */
-    struct buf scratch;           /* presence payloads */
+    struct codec_batch batch; /* decode scratch */
+    struct buf scratch;       /* presence payloads */
     struct peer *peers;
     size_t npeers;
     uint64_t presence_timer;
@@ -118,8 +118,8 @@ static void presence_json(struct repl *r, struct buf *b, bool online)
     buf_printf(b, ",\"status\":\"%s\",\"addr\":", online ? "online" : "offline");
     json_str(b, r->addr);
     buf_printf(b, ",\"keys\":%llu,\"root\":\"\",\"version\":\"%s\",\"ts\":%llu}",
-            (unsigned long long) store_live_count(r->srv->store), ARBORKV_VERSION,
-            (unsigned long long) (hlc_wall_ns() / 1000000000ULL));
+               (unsigned long long) store_live_count(r->srv->store), ARBORKV_VERSION,
+               (unsigned long long) (hlc_wall_ns() / 1000000000ULL));
 }
 
 static void publish_presence(struct repl *r)
@@ -148,10 +148,12 @@ static void on_presence(struct repl *r, const char *name, const uint8_t *p, size
     for (size_t i = 0; !online && len >= sizeof(key) - 1 && i <= len - (sizeof(key) - 1); i++) {
         if (memcmp(p + i, key, sizeof(key) - 1) != 0) continue;
         size_t j = i + sizeof(key) - 1;
-        while (j < len && (p[j] == ' ' || p[j] == '\t' || p[j] == '\n' || p[j] == '\r')) j++;
+        while (j < len && (p[j] == ' ' || p[j] == '\t' || p[j] == '\n' || p[j] == '\r'))
+            j++;
         if (j >= len || p[j] != ':') continue;
         j++;
-        while (j < len && (p[j] == ' ' || p[j] == '\t' || p[j] == '\n' || p[j] == '\r')) j++;
+        while (j < len && (p[j] == ' ' || p[j] == '\t' || p[j] == '\n' || p[j] == '\r'))
+            j++;
         online = len - j >= 8 && !memcmp(p + j, "\"online\"", 8);
     }
     for (size_t i = 0; i < r->npeers; i++)
@@ -163,11 +165,12 @@ static void on_presence(struct repl *r, const char *name, const uint8_t *p, size
     if (r->npeers >= REPL_MAX_PEERS) {
         static uint64_t last_log;
         if (log_allowed(&last_log))
-            log_warn("repl: more than %d nodes announce presence; ignoring '%s'", REPL_MAX_PEERS, name);
+            log_warn("repl: more than %d nodes announce presence; ignoring '%s'", REPL_MAX_PEERS,
+                     name);
         return;
     }
     r->peers = xrealloc(r->peers, (r->npeers + 1) * sizeof(*r->peers));
-    r->peers[r->npeers++] = (struct peer) { xstrdup(name), true };
+    r->peers[r->npeers++] = (struct peer){ xstrdup(name), true };
 }
 
 /* ---- outgoing ----------------------------------------------------------------------------- */
@@ -196,10 +199,15 @@ void repl_record(struct repl *r, enum codec_op op, const struct store_rec *rec)
 {
     if (!r || !r->recording) return;
     struct codec_event ev = {
-        .op = op, .key = rec->key, .key_len = rec->key_len,
-        .val = rec->tombstone ? NULL : rec->value, .val_len = rec->tombstone ? 0 : rec->value_len,
-        .has_val = !rec->tombstone, .ts = rec->ts,
-        .src = r->srv->node_id, .src_len = strlen(r->srv->node_id),
+        .op = op,
+        .key = rec->key,
+        .key_len = rec->key_len,
+        .val = rec->tombstone ? NULL : rec->value,
+        .val_len = rec->tombstone ? 0 : rec->value_len,
+        .has_val = !rec->tombstone,
+        .ts = rec->ts,
+        .src = r->srv->node_id,
+        .src_len = strlen(r->srv->node_id),
     };
     memcpy(ev.op_id, rec->op_id, CODEC_OP_ID_LEN);
     codec_encode_event(&r->body, &ev, r->o.wire_merklekv ? CODEC_WIRE_MERKLEKV : CODEC_WIRE_CBOR);
@@ -266,7 +274,7 @@ void repl_pump(struct repl *r)
         if (rc <= 0) break;
         rc = mqtt_publish(r->mqtt, r->events_topic, p, len, 1, false, id);
         if (rc < 0) break; /* not connected any more, or paho's queue refuses: retry later */
-        r->inflight[r->ninflight++] = (struct inflight) { id, nev };
+        r->inflight[r->ninflight++] = (struct inflight){ id, nev };
         r->last_sent = id;
     }
 }
@@ -310,8 +318,12 @@ static void apply_event(struct repl *r, const struct codec_event *ev)
         return;
     }
     (void) hlc_recv(&srv->hlc, hlc_wall_ns(), ev->ts);
-    struct store_rec in = { .key = ev->key, .key_len = ev->key_len, .value = ev->val,
-        .value_len = ev->has_val ? ev->val_len : 0, .tombstone = !ev->has_val, .ts = ev->ts };
+    struct store_rec in = { .key = ev->key,
+                            .key_len = ev->key_len,
+                            .value = ev->val,
+                            .value_len = ev->has_val ? ev->val_len : 0,
+                            .tombstone = !ev->has_val,
+                            .ts = ev->ts };
     memcpy(in.op_id, ev->op_id, STORE_OP_ID_BYTES);
     struct store_rec cur;
     int rc = store_get_rec(srv->store, ev->key, ev->key_len, &cur);
@@ -414,14 +426,23 @@ int repl_new(struct repl **out, struct server *srv, const struct repl_opts *o)
 
     presence_json(r, &r->scratch, false); /* the last will */
     struct mqtt_opts mo = {
-        .host = o->broker, .port = o->port, .client_id = srv->node_id, .username = o->username,
-        .password = o->password, .tls_ca_file = o->tls_ca_file, .tls_cert_file = o->tls_cert_file,
-        .tls_key_file = o->tls_key_file, .keepalive_s = o->keepalive_s,
-        .reconnect_max_s = o->reconnect_max_s, .will_topic = r->presence_topic,
+        .host = o->broker,
+        .port = o->port,
+        .client_id = srv->node_id,
+        .username = o->username,
+        .password = o->password,
+        .tls_ca_file = o->tls_ca_file,
+        .tls_cert_file = o->tls_cert_file,
+        .tls_key_file = o->tls_key_file,
+        .keepalive_s = o->keepalive_s,
+        .reconnect_max_s = o->reconnect_max_s,
+        .will_topic = r->presence_topic,
         .will_payload = (const char *) r->scratch.data,
     };
-    struct mqtt_handlers h = { .on_connect = on_connect, .on_disconnect = on_disconnect,
-        .on_message = on_message, .on_published = on_published };
+    struct mqtt_handlers h = { .on_connect = on_connect,
+                               .on_disconnect = on_disconnect,
+                               .on_message = on_message,
+                               .on_published = on_published };
     int rc = mqtt_new(&r->mqtt, srv->loop, &mo, &h, r);
     if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_events);
     if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_nodes);
@@ -442,7 +463,8 @@ void repl_free(struct repl *r, int timeout_ms)
     if (!r) return;
     if (r->mqtt && mqtt_state(r->mqtt) == MQTT_CONNECTED) {
         presence_json(r, &r->scratch, false);
-        (void) mqtt_publish(r->mqtt, r->presence_topic, r->scratch.data, r->scratch.len, 1, true, 0);
+        (void) mqtt_publish(r->mqtt, r->presence_topic, r->scratch.data, r->scratch.len, 1, true,
+                            0);
     }
     if (r->presence_timer) loop_cancel_timer(r->srv->loop, r->presence_timer);
     mqtt_free(r->mqtt, timeout_ms);
@@ -480,7 +502,8 @@ void repl_disable(struct repl *r)
     /* Keep recording: the outbox carries the changes to peers after REPLICATE enable. */
     if (mqtt_state(r->mqtt) == MQTT_CONNECTED) {
         presence_json(r, &r->scratch, false);
-        (void) mqtt_publish(r->mqtt, r->presence_topic, r->scratch.data, r->scratch.len, 1, true, 0);
+        (void) mqtt_publish(r->mqtt, r->presence_topic, r->scratch.data, r->scratch.len, 1, true,
+                            0);
     }
     mqtt_stop(r->mqtt, DISCONNECT_WAIT_MS);
 }

@@ -59,7 +59,7 @@ static int fail(struct resp_parser *p, int err, const char *msg)
  * min is the smallest value accepted (-1 for "*-1", 0 otherwise).
  */
 static int header(struct resp_parser *p, const uint8_t *data, size_t len, char type, int64_t *val,
-        size_t *line_end)
+                  size_t *line_end)
 {
     size_t start = p->pos;
     if (start >= len) return 0;
@@ -67,7 +67,7 @@ static int header(struct resp_parser *p, const uint8_t *data, size_t len, char t
         char msg[64];
         if (type == '$') {
             (void) snprintf(msg, sizeof(msg), "Protocol error: expected '$', got '%c'",
-                    data[start] >= 0x20 && data[start] < 0x7f ? data[start] : '?');
+                            data[start] >= 0x20 && data[start] < 0x7f ? data[start] : '?');
             return fail(p, -EBADMSG, msg);
         }
         return fail(p, -EBADMSG, "Protocol error: expected '*'");
@@ -77,8 +77,9 @@ static int header(struct resp_parser *p, const uint8_t *data, size_t len, char t
     const uint8_t *cr = from < limit ? memchr(data + from, '\r', limit - from) : NULL;
     if (!cr || (size_t) (cr - data) + 1 >= len) {
         if (len - start >= RESP_MAX_LINE_BYTES)
-            return fail(p, -E2BIG, type == '*' ? "Protocol error: too big mbulk count string"
-                                               : "Protocol error: too big bulk count string");
+            return fail(p, -E2BIG,
+                        type == '*' ? "Protocol error: too big mbulk count string"
+                                    : "Protocol error: too big bulk count string");
         /* Remember how far we looked (a '\r' at the very end still needs its '\n'). */
         p->scan = cr ? (size_t) (cr - data) : limit;
         return 0;
@@ -113,7 +114,7 @@ static void push_arg(struct resp_parser *p, size_t off, size_t len)
         p->args = xrealloc(p->args, cap * sizeof(*p->args));
         p->args_cap = cap;
     }
-    p->args[p->argc++] = (struct resp_arg) { .off = off, .len = len };
+    p->args[p->argc++] = (struct resp_arg){ .off = off, .len = len };
 }
 
 int resp_parser_next(struct resp_parser *p, const uint8_t *data, size_t len, size_t *consumed)
@@ -131,7 +132,8 @@ int resp_parser_next(struct resp_parser *p, const uint8_t *data, size_t len, siz
                 /* Blank lines between frames are skipped, as Redis does (redis-cli --pipe
                  * sends "\r\n" before its final ECHO). */
                 size_t n = 0;
-                while (n < len && (data[n] == '\r' || data[n] == '\n')) n++;
+                while (n < len && (data[n] == '\r' || data[n] == '\n'))
+                    n++;
                 *consumed = n;
                 p->argc = 0;
                 return 1;
@@ -170,7 +172,7 @@ int resp_parser_next(struct resp_parser *p, const uint8_t *data, size_t len, siz
             size_t need = (size_t) p->bulk_len + 2;
             if (len - p->pos < need) return 0;
             if (data[p->pos + (size_t) p->bulk_len] != '\r' ||
-                    data[p->pos + (size_t) p->bulk_len + 1] != '\n')
+                data[p->pos + (size_t) p->bulk_len + 1] != '\n')
                 return fail(p, -EBADMSG, "Protocol error: expected '\\r\\n' after bulk data");
             push_arg(p, p->pos, (size_t) p->bulk_len);
             p->pos += need;

@@ -894,13 +894,13 @@ const char *store_engine_name(const struct store *st)
 /* ---- replication outbox ------------------------------------------------------------------- */
 
 int store_outbox_add(struct store *st, const uint8_t *payload, size_t len, uint32_t nevents,
-        uint64_t *id)
+                     uint64_t *id)
 {
     release_pending(st);
     assert(st->in_txn);
     sqlite3_stmt *s = st->stmt[STMT_OUTBOX_ADD];
-    if (sqlite3_bind_int64(s, 1, nevents) != SQLITE_OK || bind_bytes(s, 2, payload, len) != SQLITE_OK ||
-            sqlite3_step(s) != SQLITE_DONE) {
+    if (sqlite3_bind_int64(s, 1, nevents) != SQLITE_OK ||
+        bind_bytes(s, 2, payload, len) != SQLITE_OK || sqlite3_step(s) != SQLITE_DONE) {
         st->txn_failed = true;
         return sql_fail(st, s, stmt_defs[STMT_OUTBOX_ADD].op);
     }
@@ -913,7 +913,8 @@ int store_outbox_delete(struct store *st, uint64_t id)
     release_pending(st);
     assert(st->in_txn);
     sqlite3_stmt *s = st->stmt[STMT_OUTBOX_DEL];
-    if (sqlite3_bind_int64(s, 1, (sqlite3_int64) id) != SQLITE_OK || sqlite3_step(s) != SQLITE_DONE) {
+    if (sqlite3_bind_int64(s, 1, (sqlite3_int64) id) != SQLITE_OK ||
+        sqlite3_step(s) != SQLITE_DONE) {
         st->txn_failed = true;
         return sql_fail(st, s, stmt_defs[STMT_OUTBOX_DEL].op);
     }
@@ -923,11 +924,12 @@ int store_outbox_delete(struct store *st, uint64_t id)
 }
 
 int store_outbox_next(struct store *st, uint64_t after, uint64_t *id, uint32_t *nevents,
-        const uint8_t **payload, size_t *len)
+                      const uint8_t **payload, size_t *len)
 {
     release_pending(st);
     sqlite3_stmt *s = st->stmt[STMT_OUTBOX_NEXT];
-    if (sqlite3_bind_int64(s, 1, (sqlite3_int64) after) != SQLITE_OK) return sql_fail(st, s, "outbox read");
+    if (sqlite3_bind_int64(s, 1, (sqlite3_int64) after) != SQLITE_OK)
+        return sql_fail(st, s, "outbox read");
     int rc = sqlite3_step(s);
     if (rc == SQLITE_DONE) return finish(st, s, stmt_defs[STMT_OUTBOX_NEXT].op);
     if (rc != SQLITE_ROW) return sql_fail(st, s, stmt_defs[STMT_OUTBOX_NEXT].op);

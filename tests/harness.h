@@ -20,44 +20,44 @@
 
 #define TEST_TIMEOUT_S 60
 
-#define ASSERT_FAIL_(fmt, ...)                                                                     \
-    do {                                                                                           \
-        fprintf(stderr, "%s:%d: " fmt "\n", __FILE__, __LINE__, __VA_ARGS__);                      \
-        abort();                                                                                   \
+#define ASSERT_FAIL_(fmt, ...)                                                \
+    do {                                                                      \
+        fprintf(stderr, "%s:%d: " fmt "\n", __FILE__, __LINE__, __VA_ARGS__); \
+        abort();                                                              \
     } while (0)
-#define ASSERT(expr)                                                                               \
-    do {                                                                                           \
-        if (!(expr)) ASSERT_FAIL_("assertion failed: %s", #expr);                                  \
+#define ASSERT(expr)                                              \
+    do {                                                          \
+        if (!(expr)) ASSERT_FAIL_("assertion failed: %s", #expr); \
     } while (0)
-#define ASSERT_EQ(a, b)                                                                            \
-    do {                                                                                           \
-        long long a_ = (long long) (a), b_ = (long long) (b);                                      \
-        if (a_ != b_) ASSERT_FAIL_("%s == %s failed: %lld != %lld", #a, #b, a_, b_);              \
+#define ASSERT_EQ(a, b)                                                              \
+    do {                                                                             \
+        long long a_ = (long long) (a), b_ = (long long) (b);                        \
+        if (a_ != b_) ASSERT_FAIL_("%s == %s failed: %lld != %lld", #a, #b, a_, b_); \
     } while (0)
-#define ASSERT_U64_EQ(a, b)                                                                        \
-    do {                                                                                           \
-        uint64_t a_ = (uint64_t) (a), b_ = (uint64_t) (b);                                         \
-        if (a_ != b_)                                                                              \
-            ASSERT_FAIL_("%s == %s failed: %" PRIu64 " != %" PRIu64, #a, #b, a_, b_);             \
+#define ASSERT_U64_EQ(a, b)                                                                     \
+    do {                                                                                        \
+        uint64_t a_ = (uint64_t) (a), b_ = (uint64_t) (b);                                      \
+        if (a_ != b_) ASSERT_FAIL_("%s == %s failed: %" PRIu64 " != %" PRIu64, #a, #b, a_, b_); \
     } while (0)
 #define ASSERT_OK(rc) ASSERT_EQ((rc), 0)
-#define ASSERT_STR_EQ(a, b)                                                                        \
-    do {                                                                                           \
-        const char *a_ = (a), *b_ = (b);                                                           \
-        if (strcmp(a_, b_) != 0) ASSERT_FAIL_("%s == %s failed: \"%s\" != \"%s\"", #a, #b, a_, b_); \
+#define ASSERT_STR_EQ(a, b)                                                    \
+    do {                                                                       \
+        const char *a_ = (a), *b_ = (b);                                       \
+        if (strcmp(a_, b_) != 0)                                               \
+            ASSERT_FAIL_("%s == %s failed: \"%s\" != \"%s\"", #a, #b, a_, b_); \
     } while (0)
-#define ASSERT_MEM_EQ(p, q, n)                                                                     \
-    do {                                                                                           \
-        if (memcmp((p), (q), (n)) != 0)                                                            \
-            ASSERT_FAIL_("%s == %s failed over %zu bytes", #p, #q, (size_t) (n));                 \
+#define ASSERT_MEM_EQ(p, q, n)                                                    \
+    do {                                                                          \
+        if (memcmp((p), (q), (n)) != 0)                                           \
+            ASSERT_FAIL_("%s == %s failed over %zu bytes", #p, #q, (size_t) (n)); \
     } while (0)
 /* Compares a (pointer, length) pair with a C string literal, byte for byte. */
-#define ASSERT_SLICE_EQ(ptr, len, lit)                                                             \
-    do {                                                                                           \
-        size_t l_ = strlen(lit);                                                                   \
-        if ((size_t) (len) != l_ || memcmp((ptr), (lit), l_) != 0)                                 \
-            ASSERT_FAIL_("%s == \"%s\" failed: got \"%.*s\"", #ptr, (lit), (int) (len),          \
-                    (const char *) (ptr));                                                         \
+#define ASSERT_SLICE_EQ(ptr, len, lit)                                                  \
+    do {                                                                                \
+        size_t l_ = strlen(lit);                                                        \
+        if ((size_t) (len) != l_ || memcmp((ptr), (lit), l_) != 0)                      \
+            ASSERT_FAIL_("%s == \"%s\" failed: got \"%.*s\"", #ptr, (lit), (int) (len), \
+                         (const char *) (ptr));                                         \
     } while (0)
 
 #define TEST(name) static void test_##name(void)
@@ -67,8 +67,11 @@ struct test_case {
     void (*fn)(void);
 };
 
-#define TEST_ENTRY(name) { #name, test_##name }
-#define TEST_LIST        static const struct test_case test_cases[] =
+#define TEST_ENTRY(name)   \
+    {                      \
+#name, test_##name \
+    }
+#define TEST_LIST static const struct test_case test_cases[] =
 
 static inline int test_run_all(const struct test_case *cases, size_t n)
 {
@@ -106,10 +109,10 @@ static inline int test_run_all(const struct test_case *cases, size_t n)
     return failed ? 1 : 0;
 }
 
-#define TEST_MAIN()                                                                                \
-    int main(void)                                                                                 \
-    {                                                                                              \
-        return test_run_all(test_cases, sizeof(test_cases) / sizeof(test_cases[0]));               \
+#define TEST_MAIN()                                                                  \
+    int main(void)                                                                   \
+    {                                                                                \
+        return test_run_all(test_cases, sizeof(test_cases) / sizeof(test_cases[0])); \
     }
 
 #endif

@@ -80,7 +80,7 @@ TEST(large_printf)
     buf_clear(&b);
 }
 
-TEST_LIST {
+TEST_LIST{
     TEST_ENTRY(append_grows_and_keeps_bytes),
     TEST_ENTRY(binary_safe_with_nul_bytes),
     TEST_ENTRY(numbers_and_printf),

@@ -70,7 +70,7 @@ TEST(wall_clock_is_plausible)
     ASSERT(t > 1600000000ULL * SEC); /* after 2020 */
 }
 
-TEST_LIST {
+TEST_LIST{
     TEST_ENTRY(now_follows_physical_clock),
     TEST_ENTRY(now_is_strictly_increasing_on_same_or_backward_clock),
     TEST_ENTRY(init_from_stored_max_never_goes_back),

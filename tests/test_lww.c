@@ -80,12 +80,13 @@ TEST(antisymmetric_over_many_pairs)
                             struct store_rec a = rec(ts, (uint8_t) id, vals[v]);
                             struct store_rec b = rec(ts2, (uint8_t) id2, vals[v2]);
                             int ab = lww_cmp(&a, &b), ba = lww_cmp(&b, &a);
-                            ASSERT((ab > 0 && ba < 0) || (ab < 0 && ba > 0) || (ab == 0 && ba == 0));
+                            ASSERT((ab > 0 && ba < 0) || (ab < 0 && ba > 0) ||
+                                   (ab == 0 && ba == 0));
                             ASSERT((ab == 0) == (ts == ts2 && id == id2 && v == v2));
                         }
 }
 
-TEST_LIST {
+TEST_LIST{
     TEST_ENTRY(ts_decides_first),
     TEST_ENTRY(op_id_breaks_ts_ties_bytewise),
     TEST_ENTRY(a_delete_is_a_record_like_any_other),

@@ -888,8 +888,11 @@ TEST(put_local_supersedes_the_stored_version)
 {
     struct store *st = open_ok(STORE_ENGINE_MEMORY, NULL);
     put(st, "k", "remote", 1000); /* e.g. from a peer whose clock runs far ahead */
-    struct store_rec rec = { .key = (const uint8_t *) "k", .key_len = 1,
-        .value = (const uint8_t *) "local", .value_len = 5, .ts = 10 };
+    struct store_rec rec = { .key = (const uint8_t *) "k",
+                             .key_len = 1,
+                             .value = (const uint8_t *) "local",
+                             .value_len = 5,
+                             .ts = 10 };
     ASSERT_OK(store_put_local(st, &rec));
     ASSERT_U64_EQ(rec.ts, 1001);
     struct store_rec got;
@@ -900,8 +903,9 @@ TEST(put_local_supersedes_the_stored_version)
     rec.ts = 5000;
     ASSERT_OK(store_put_local(st, &rec));
     ASSERT_U64_EQ(rec.ts, 5000);
-    struct store_rec fresh = { .key = (const uint8_t *) "new", .key_len = 3, .tombstone = true,
-        .ts = 7 };
+    struct store_rec fresh = {
+        .key = (const uint8_t *) "new", .key_len = 3, .tombstone = true, .ts = 7
+    };
     ASSERT_OK(store_put_local(st, &fresh));
     ASSERT_U64_EQ(fresh.ts, 7);
     ASSERT_OK(store_commit(st));

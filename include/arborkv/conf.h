@@ -25,24 +25,24 @@ enum conf_engine { CONF_ENGINE_SQLITE = 0, CONF_ENGINE_MEMORY = 1 };
 enum conf_fsync { CONF_FSYNC_NORMAL = 0, CONF_FSYNC_ALWAYS = 1 };
 
 struct conf_error {
-    char file[256];    /* file the error is in, or "command line" */
-    int line;          /* 1-based line number, 0 when not applicable */
-    char reason[512];  /* human-readable reason, no trailing newline */
+    char file[256];   /* file the error is in, or "command line" */
+    int line;         /* 1-based line number, 0 when not applicable */
+    char reason[512]; /* human-readable reason, no trailing newline */
 };
 
 struct conf {
     /* top level (MerkleKV keys) */
-    char *host;                     /* listen address; default "127.0.0.1" */
-    int port;                       /* listen port 0..65535 (0 = ephemeral); default 7379 */
-    char *storage_path;             /* data directory; default "data" */
-    enum conf_engine engine;        /* default sqlite; "sled" -> sqlite, "rwlock"/"kv" -> memory */
-    int sync_interval_seconds;      /* MerkleKV key; accepted, used by anti-entropy; default 60 */
+    char *host;                /* listen address; default "127.0.0.1" */
+    int port;                  /* listen port 0..65535 (0 = ephemeral); default 7379 */
+    char *storage_path;        /* data directory; default "data" */
+    enum conf_engine engine;   /* default sqlite; "sled" -> sqlite, "rwlock"/"kv" -> memory */
+    int sync_interval_seconds; /* MerkleKV key; accepted, used by anti-entropy; default 60 */
     /* top level (arborkv keys) */
-    enum conf_fsync fsync;          /* "normal" (default) or "always" */
-    int max_clients;                /* simultaneous client connections; default 10000 */
-    int64_t client_output_limit;    /* bytes of unread output before disconnect; default 64 MiB */
-    int log_level;                  /* enum log_level; default LOG_INFO */
-    char *node_id;                  /* node id; default NULL = derived (see docs) */
+    enum conf_fsync fsync;       /* "normal" (default) or "always" */
+    int max_clients;             /* simultaneous client connections; default 10000 */
+    int64_t client_output_limit; /* bytes of unread output before disconnect; default 64 MiB */
+    int log_level;               /* enum log_level; default LOG_INFO */
+    char *node_id;               /* node id; default NULL = derived (see docs) */
     /* [replication] */
     bool repl_enabled;              /* default false */
     char *mqtt_broker;              /* default "127.0.0.1" */
@@ -63,12 +63,12 @@ struct conf {
     int64_t max_clock_skew_seconds; /* HLC guard (replication.md §1); default 60 */
     int64_t reconnect_max_seconds;  /* reconnect backoff cap; default 30 */
     /* [anti_entropy] */
-    bool ae_enabled;                /* default true */
-    int ae_interval_seconds;        /* default 10 */
-    char **ae_peer_list;            /* NULL-terminated array or NULL */
+    bool ae_enabled;         /* default true */
+    int ae_interval_seconds; /* default 10 */
+    char **ae_peer_list;     /* NULL-terminated array or NULL */
 
-    char **warnings;                /* NULL-terminated "file:line: unknown key 'x'" lines, or NULL */
-    size_t nwarnings;               /* entries in warnings */
+    char **warnings;  /* NULL-terminated "file:line: unknown key 'x'" lines, or NULL */
+    size_t nwarnings; /* entries in warnings */
 };
 
 void conf_init(struct conf *c);
@@ -89,9 +89,10 @@ int conf_load_file(struct conf *c, const char *path, struct conf_error *err);
  * (file "command line").
  */
 int conf_apply_args(struct conf *c, int argc, char **argv, const char **action,
-        struct conf_error *err);
+                    struct conf_error *err);
 
-/* Returns the [borrow] value of --config in argv, or NULL. Sets *bad when --config lacks a value. */
+/* Returns the [borrow] value of --config in argv, or NULL. Sets *bad when --config lacks a value.
+ */
 const char *conf_config_path(int argc, char **argv, bool *bad);
 
 /* Prints the --help text to stdout. */

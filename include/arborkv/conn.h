@@ -27,9 +27,9 @@
 #include "arborkv/line.h"
 #include "arborkv/resp.h"
 
-#define CONN_LISTEN_BACKLOG    1024             /* >= 511 as the issue requires */
-#define CONN_READ_CHUNK        (64 * 1024)      /* bytes read per readable event */
-#define CONN_SOFT_OUTPUT_BYTES (1024 * 1024)    /* pause reading above this much unsent output */
+#define CONN_LISTEN_BACKLOG    1024          /* >= 511 as the issue requires */
+#define CONN_READ_CHUNK        (64 * 1024)   /* bytes read per readable event */
+#define CONN_SOFT_OUTPUT_BYTES (1024 * 1024) /* pause reading above this much unsent output */
 
 struct server;
 
@@ -49,29 +49,29 @@ enum conn_flags {
 struct multi_state; /* cmd.c's queued MULTI commands */
 
 struct conn {
-    struct server *srv;         /* owning server */
-    uint64_t id;                /* unique client id (CLIENT LIST) */
-    int fd;                     /* socket, -1 after close */
-    char addr[64];              /* "ip:port" of the peer */
-    enum conn_proto proto;      /* chosen by the first byte received */
-    unsigned flags;             /* enum conn_flags */
-    unsigned mask;              /* LOOP_READ|LOOP_WRITE currently registered */
-    struct buf in;              /* received, not yet consumed bytes */
-    struct buf out;             /* reply bytes; out_pos..len not yet written */
-    size_t out_pos;             /* bytes of out already written */
-    size_t turn_mark;           /* out.len before this turn's first command (CONN_RAN) */
-    struct line_parser lp;      /* line framing state */
-    struct line_cmd lcmd;       /* parsed line request (argv storage reused) */
-    struct resp_parser rp;      /* RESP framing state */
-    struct slice *argv;         /* RESP argv storage, reused */
-    size_t argv_cap;            /* entries in argv */
-    char *name;                 /* CLIENT SETNAME, heap or NULL */
-    struct multi_state *multi;  /* queued MULTI commands (CONN_IN_MULTI), cmd.c owns it */
-    uint64_t created_us;        /* loop_now_us() at accept */
-    uint64_t last_cmd_us;       /* loop_now_us() of the last command */
-    struct conn *prev, *next;   /* server->clients list */
-    struct conn *pending_next;  /* server->pending list */
-    struct conn *closing_next;  /* server->closing list */
+    struct server *srv;        /* owning server */
+    uint64_t id;               /* unique client id (CLIENT LIST) */
+    int fd;                    /* socket, -1 after close */
+    char addr[64];             /* "ip:port" of the peer */
+    enum conn_proto proto;     /* chosen by the first byte received */
+    unsigned flags;            /* enum conn_flags */
+    unsigned mask;             /* LOOP_READ|LOOP_WRITE currently registered */
+    struct buf in;             /* received, not yet consumed bytes */
+    struct buf out;            /* reply bytes; out_pos..len not yet written */
+    size_t out_pos;            /* bytes of out already written */
+    size_t turn_mark;          /* out.len before this turn's first command (CONN_RAN) */
+    struct line_parser lp;     /* line framing state */
+    struct line_cmd lcmd;      /* parsed line request (argv storage reused) */
+    struct resp_parser rp;     /* RESP framing state */
+    struct slice *argv;        /* RESP argv storage, reused */
+    size_t argv_cap;           /* entries in argv */
+    char *name;                /* CLIENT SETNAME, heap or NULL */
+    struct multi_state *multi; /* queued MULTI commands (CONN_IN_MULTI), cmd.c owns it */
+    uint64_t created_us;       /* loop_now_us() at accept */
+    uint64_t last_cmd_us;      /* loop_now_us() of the last command */
+    struct conn *prev, *next;  /* server->clients list */
+    struct conn *pending_next; /* server->pending list */
+    struct conn *closing_next; /* server->closing list */
 };
 
 /* Opens the listening socket on host:port and registers it. Returns 0 or -errno (logged). */

@@ -41,7 +41,8 @@
 
 #include "arborkv/buf.h"
 
-/* protocol.md §1: the longest accepted request line, terminator ("\n", and "\r" if any) included. */
+/* protocol.md §1: the longest accepted request line, terminator ("\n", and "\r" if any) included.
+ */
 #define LINE_MAX_BYTES (1024 * 1024)
 
 /* Incremental framing state, embedded by the connection. */
@@ -62,7 +63,7 @@ void line_parser_init(struct line_parser *p);
  * appended after a 0 return); p->scanned remembers progress so long lines are scanned once.
  */
 int line_next(struct line_parser *p, const uint8_t *data, size_t len, bool eof,
-        const uint8_t **line, size_t *line_len, size_t *consumed);
+              const uint8_t **line, size_t *line_len, size_t *consumed);
 
 /* A parsed request: a canonical argv or an error message. */
 struct line_cmd {

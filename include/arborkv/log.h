@@ -19,9 +19,9 @@ const char *log_level_name(enum log_level l);
 
 void log_write(enum log_level l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define log_at(l, ...)                                                                             \
-    do {                                                                                           \
-        if ((l) >= log_threshold) log_write((l), __VA_ARGS__);                                     \
+#define log_at(l, ...)                                         \
+    do {                                                       \
+        if ((l) >= log_threshold) log_write((l), __VA_ARGS__); \
     } while (0)
 #define log_debug(...) log_at(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...)  log_at(LOG_INFO, __VA_ARGS__)

@@ -44,9 +44,9 @@ struct mqtt_opts {
     const char *tls_ca_file; /* non-NULL: connect with TLS (ssl://), verifying the broker */
     const char *tls_cert_file;
     const char *tls_key_file;
-    int keepalive_s;         /* MQTT keep-alive */
-    int reconnect_max_s;     /* backoff cap */
-    const char *will_topic;  /* last will (retained, QoS 1); NULL: none */
+    int keepalive_s;        /* MQTT keep-alive */
+    int reconnect_max_s;    /* backoff cap */
+    const char *will_topic; /* last will (retained, QoS 1); NULL: none */
     const char *will_payload;
 };
 
@@ -63,7 +63,7 @@ struct mqtt_handlers {
  * with a reason logged (bad options, eventfd failure, paho refusing the client).
  */
 int mqtt_new(struct mqtt **out, struct loop *l, const struct mqtt_opts *opts,
-        const struct mqtt_handlers *h, void *arg);
+             const struct mqtt_handlers *h, void *arg);
 
 /* Disconnects (waiting at most timeout_ms for pending sends) and frees. NULL-safe. */
 void mqtt_free(struct mqtt *m, int timeout_ms);
@@ -83,7 +83,7 @@ int mqtt_subscribe(struct mqtt *m, const char *filter);
  * first (then on_disconnect tells the caller to consider everything unacknowledged).
  */
 int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
-        bool retain, uint64_t tag);
+                 bool retain, uint64_t tag);
 
 enum mqtt_state mqtt_state(const struct mqtt *m);
 const char *mqtt_state_name(enum mqtt_state s);

@@ -28,20 +28,20 @@ struct server;
 struct repl;
 
 struct repl_opts {
-    bool enabled;              /* connect at startup */
-    const char *broker;        /* host */
+    bool enabled;       /* connect at startup */
+    const char *broker; /* host */
     int port;
-    const char *prefix;        /* topic prefix */
-    const char *username;      /* NULL: none */
-    const char *password;      /* NULL: none */
+    const char *prefix;   /* topic prefix */
+    const char *username; /* NULL: none */
+    const char *password; /* NULL: none */
     const char *tls_ca_file, *tls_cert_file, *tls_key_file;
     int keepalive_s;
-    bool wire_merklekv;        /* one event per message, integer arrays */
+    bool wire_merklekv; /* one event per message, integer arrays */
     size_t batch_max_events;
     size_t max_inflight;
     uint64_t outbox_max_events;
     int reconnect_max_s;
-    const char *addr;          /* "host:port" clients use, for presence */
+    const char *addr; /* "host:port" clients use, for presence */
 };
 
 /* Creates the replication layer (and starts connecting when opts->enabled). 0 or -errno. */

@@ -18,10 +18,10 @@
 
 #include "arborkv/buf.h"
 
-#define RESP_MAX_ARGS       (1024 * 1024)       /* elements in one request array */
-#define RESP_MAX_BULK_BYTES (64 * 1024 * 1024)  /* bytes in one bulk string */
+#define RESP_MAX_ARGS        (1024 * 1024)       /* elements in one request array */
+#define RESP_MAX_BULK_BYTES  (64 * 1024 * 1024)  /* bytes in one bulk string */
 #define RESP_MAX_FRAME_BYTES (256 * 1024 * 1024) /* bytes in one whole request frame */
-#define RESP_MAX_LINE_BYTES (64 * 1024)          /* a "*<n>" or "$<n>" header line */
+#define RESP_MAX_LINE_BYTES  (64 * 1024)         /* a "*<n>" or "$<n>" header line */
 
 struct resp_arg {
     size_t off; /* offset of the first byte in the input passed to resp_parser_next */
@@ -57,13 +57,13 @@ void resp_parser_clear(struct resp_parser *p);
 int resp_parser_next(struct resp_parser *p, const uint8_t *data, size_t len, size_t *consumed);
 
 /* Reply encoders: append one RESP2 value to out. */
-void resp_add_simple(struct buf *out, const char *s);                  /* +s\r\n */
-void resp_add_error(struct buf *out, const char *msg, size_t len);     /* -msg\r\n (CR/LF -> ' ') */
-void resp_add_int(struct buf *out, int64_t v);                         /* :v\r\n */
-void resp_add_bulk(struct buf *out, const void *p, size_t len);        /* $len\r\n...\r\n */
+void resp_add_simple(struct buf *out, const char *s);              /* +s\r\n */
+void resp_add_error(struct buf *out, const char *msg, size_t len); /* -msg\r\n (CR/LF -> ' ') */
+void resp_add_int(struct buf *out, int64_t v);                     /* :v\r\n */
+void resp_add_bulk(struct buf *out, const void *p, size_t len);    /* $len\r\n...\r\n */
 void resp_add_bulk_str(struct buf *out, const char *s);
-void resp_add_null(struct buf *out);                                   /* $-1\r\n */
-void resp_add_array_len(struct buf *out, size_t n);                    /* *n\r\n */
-void resp_add_null_array(struct buf *out);                             /* *-1\r\n */
+void resp_add_null(struct buf *out);                /* $-1\r\n */
+void resp_add_array_len(struct buf *out, size_t n); /* *n\r\n */
+void resp_add_null_array(struct buf *out);          /* *-1\r\n */
 
 #endif

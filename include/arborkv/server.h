@@ -50,14 +50,14 @@ enum stat_cat {
 };
 
 struct server_stats {
-    uint64_t total_connections;       /* connections accepted since start */
-    uint64_t rejected_connections;    /* refused because max_clients was reached */
-    uint64_t total_commands;          /* parsed commands, counted before they run */
-    uint64_t by_cat[STAT_NCATS];      /* per family, see enum stat_cat */
-    uint64_t commits;                 /* group commits done */
-    uint64_t commit_failures;         /* group commits that failed (replies turned into errors) */
+    uint64_t total_connections;        /* connections accepted since start */
+    uint64_t rejected_connections;     /* refused because max_clients was reached */
+    uint64_t total_commands;           /* parsed commands, counted before they run */
+    uint64_t by_cat[STAT_NCATS];       /* per family, see enum stat_cat */
+    uint64_t commits;                  /* group commits done */
+    uint64_t commit_failures;          /* group commits that failed (replies turned into errors) */
     uint64_t output_limit_disconnects; /* clients dropped for exceeding client_output_limit */
-    uint64_t protocol_errors;         /* connections closed for a protocol error */
+    uint64_t protocol_errors;          /* connections closed for a protocol error */
 };
 
 struct server {

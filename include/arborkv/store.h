@@ -34,13 +34,13 @@ enum store_durability {
 
 /* One record. Pointers are [borrow]: valid until the next call into the store. */
 struct store_rec {
-    const uint8_t *key;                 /* key bytes */
-    size_t key_len;                     /* bytes */
-    const uint8_t *value;               /* value bytes; NULL when tombstone (or empty value) */
-    size_t value_len;                   /* bytes; 0 for a tombstone */
-    bool tombstone;                     /* true: a delete marker, invisible to clients */
-    uint64_t ts;                        /* HLC nanoseconds since the Unix epoch */
-    uint8_t op_id[STORE_OP_ID_BYTES];   /* operation id */
+    const uint8_t *key;               /* key bytes */
+    size_t key_len;                   /* bytes */
+    const uint8_t *value;             /* value bytes; NULL when tombstone (or empty value) */
+    size_t value_len;                 /* bytes; 0 for a tombstone */
+    bool tombstone;                   /* true: a delete marker, invisible to clients */
+    uint64_t ts;                      /* HLC nanoseconds since the Unix epoch */
+    uint8_t op_id[STORE_OP_ID_BYTES]; /* operation id */
 };
 
 /*
@@ -51,7 +51,7 @@ struct store_rec {
  * a negative errno with a human-readable reason in err (errlen bytes, NUL-terminated).
  */
 int store_open(struct store **out, enum store_engine engine, const char *dir,
-        enum store_durability durability, char *err, size_t errlen);
+               enum store_durability durability, char *err, size_t errlen);
 
 /* Rolls back any open transaction, finalizes statements, closes the database. NULL-safe. */
 void store_close(struct store *st);
@@ -65,11 +65,11 @@ void store_rollback(struct store *st);
 bool store_in_txn(const struct store *st);
 
 /*
- * Looks up the live value of key. Returns 1 with *value and *value_len set ([borrow], valid until the
- * next call into the store), 0 when absent or a tombstone, -EIO on failure.
+ * Looks up the live value of key. Returns 1 with *value and *value_len set ([borrow], valid until
+ * the next call into the store), 0 when absent or a tombstone, -EIO on failure.
  */
 int store_get(struct store *st, const uint8_t *key, size_t key_len, const uint8_t **value,
-        size_t *value_len);
+              size_t *value_len);
 
 /*
  * Looks up the record for key, tombstones included. Returns 1 with *rec filled ([borrow]
@@ -107,7 +107,7 @@ enum store_scan_flags {
  * early, or -EIO.
  */
 int store_scan(struct store *st, const uint8_t *prefix, size_t prefix_len, const uint8_t *after,
-        size_t after_len, unsigned flags, store_scan_fn *fn, void *arg);
+               size_t after_len, unsigned flags, store_scan_fn *fn, void *arg);
 
 /* Number of live (non-tombstone) keys; kept in memory, O(1). */
 uint64_t store_live_count(const struct store *st);
@@ -122,10 +122,10 @@ uint64_t store_max_ts_at_open(const struct store *st);
  * none, or -EIO.
  */
 int store_outbox_add(struct store *st, const uint8_t *payload, size_t len, uint32_t nevents,
-        uint64_t *id);
+                     uint64_t *id);
 int store_outbox_delete(struct store *st, uint64_t id);
 int store_outbox_next(struct store *st, uint64_t after, uint64_t *id, uint32_t *nevents,
-        const uint8_t **payload, size_t *len);
+                      const uint8_t **payload, size_t *len);
 /* Messages and events in the outbox when the store was opened. */
 void store_outbox_counts_at_open(const struct store *st, uint64_t *rows, uint64_t *events);
 
