@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "config.h"
 
 #include "arborkv/buf.h"
@@ -20,6 +22,7 @@
 #include "arborkv/glob.h"
 #include "arborkv/loop.h"
 #include "arborkv/mem.h"
+#include "arborkv/merkle.h"
 #include "arborkv/repl.h"
 #include "arborkv/resp.h"
 #include "arborkv/server.h"
@@ -146,6 +149,14 @@ static void info_node(struct server *srv, struct buf *b)
                "connected_clients:%zu\r\n",
                srv->node_id, srv->engine_name, srv->fsync_name, srv->port, srv->nclients);
     repl_info(srv->repl, b);
+    if (srv->tree) {
+        uint8_t root[MERKLE_DIGEST_LEN];
+        char hex[2 * MERKLE_DIGEST_LEN + 1];
+        merkle_root(srv->tree, root);
+        (void) sodium_bin2hex(hex, sizeof(hex), root, sizeof(root));
+        buf_printf(b, "merkle_root:%s\r\nmerkle_records:%llu\r\n", hex,
+                   (unsigned long long) merkle_count(srv->tree));
+    }
     buf_printf(b, "hlc_last_ns:%llu\r\nclock_skew_rejections:%llu\r\nclock_skew_max_ns:%llu\r\n",
                (unsigned long long) srv->hlc.last_ns, (unsigned long long) srv->hlc.skew_rejections,
                (unsigned long long) srv->hlc.max_skew_seen_ns);

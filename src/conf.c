@@ -106,6 +106,8 @@ void conf_init(struct conf *c)
     c->reconnect_max_seconds = 30;
     c->ae_enabled = true;
     c->ae_interval_seconds = 10;
+    c->merkle_fanout = 16;
+    c->merkle_depth = 4;
 }
 
 void conf_clear(struct conf *c)
@@ -415,6 +417,22 @@ static const char *set_ae_interval(struct conf *c, const struct value *v, char *
     return e;
 }
 
+static const char *set_fanout(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    const char *e = int_range(v, 2, 256, why, n);
+    if (e) return e;
+    if (v->i & (v->i - 1)) return "must be a power of two (2, 4, 8, 16, 32, 64, 128 or 256)";
+    c->merkle_fanout = (int) v->i;
+    return NULL;
+}
+
+static const char *set_depth(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    const char *e = int_range(v, 1, 8, why, n);
+    if (!e) c->merkle_depth = (int) v->i;
+    return e;
+}
+
 static const char *set_ae_peers(struct conf *c, const struct value *v, char *why, size_t n)
 {
     (void) why, (void) n;
@@ -459,6 +477,8 @@ static const struct key_def keys[] = {
     { "anti_entropy", "enabled", set_ae_enabled },
     { "anti_entropy", "interval_seconds", set_ae_interval },
     { "anti_entropy", "peer_list", set_ae_peers },
+    { "anti_entropy", "fanout", set_fanout },
+    { "anti_entropy", "depth", set_depth },
 };
 
 static const struct key_def *find_key(const char *table, const char *key)

@@ -28,6 +28,7 @@
 #include "arborkv/log.h"
 #include "arborkv/loop.h"
 #include "arborkv/mem.h"
+#include "arborkv/merkle.h"
 #include "arborkv/repl.h"
 #include "arborkv/server.h"
 #include "arborkv/store.h"
@@ -35,6 +36,7 @@
 #define SHUTDOWN_FLUSH_US  500000 /* time given to clients to read their last replies */
 #define EXIT_CONFIG        2      /* bad configuration or command line */
 #define REPL_DISCONNECT_MS 300    /* time given to the broker link to say goodbye at shutdown */
+#define MAX_TREE_LEAVES    (1 << 20) /* Merkle leaf buckets at most (~38 MB of tree) */
 
 static void on_signal(struct loop *l, int fd, unsigned events, void *arg)
 {
@@ -136,6 +138,7 @@ int main(int argc, char **argv)
     struct server srv;
     struct loop *loop = NULL;
     struct store *store = NULL;
+    struct merkle *tree = NULL;
     char *node_id = NULL;
     int status = 1, sfd = -1;
     memset(&err, 0, sizeof(err));
@@ -206,6 +209,24 @@ int main(int argc, char **argv)
         log_error("cannot open the store: %s", why);
         goto out;
     }
+    uint64_t leaves = 1;
+    for (int i = 0; i < conf.merkle_depth; i++)
+        leaves *= (uint64_t) conf.merkle_fanout;
+    if (leaves > MAX_TREE_LEAVES) {
+        fprintf(stderr, "%s: anti_entropy.fanout^depth is %llu leaf buckets; at most %d\n",
+                path ? path : "configuration", (unsigned long long) leaves, MAX_TREE_LEAVES);
+        status = EXIT_CONFIG;
+        goto out;
+    }
+    uint64_t t0 = loop_now_us();
+    if (merkle_new(&tree, (unsigned) conf.merkle_fanout, (unsigned) conf.merkle_depth) < 0 ||
+        store_attach_tree(store, tree) < 0) {
+        log_error("cannot build the Merkle tree");
+        goto out;
+    }
+    log_info("merkle: %llu records in %ux%u tree built in %llu ms",
+             (unsigned long long) merkle_count(tree), merkle_fanout(tree), merkle_depth(tree),
+             (unsigned long long) ((loop_now_us() - t0) / 1000));
 
     loop = loop_new();
     if (!loop) {
@@ -217,6 +238,7 @@ int main(int argc, char **argv)
                                : default_node_id(&conf);
     srv.loop = loop;
     srv.store = store;
+    srv.tree = tree;
     srv.node_id = node_id;
     srv.engine_name = store_engine_name(store);
     srv.fsync_name = conf.fsync == CONF_FSYNC_ALWAYS ? "always" : "normal";
@@ -260,6 +282,7 @@ out:
     if (sfd >= 0) (void) close(sfd);
     if (srv.cmd_state) cmd_free(&srv);
     store_close(store);
+    merkle_free(tree);
     loop_free(loop);
     free(node_id);
     conf_clear(&conf);

@@ -232,22 +232,15 @@ static void mark_path(struct merkle *m, uint32_t leaf)
     }
 }
 
-void merkle_update(struct merkle *m, const struct store_rec *old, const struct store_rec *new_rec)
+void merkle_apply(struct merkle *m, uint32_t key_hash, const uint8_t *dold, const uint8_t *dnew)
 {
-    if (!old && !new_rec) return;
-    const struct store_rec *k = new_rec ? new_rec : old;
-    assert(!old || !new_rec ||
-           (old->key_len == new_rec->key_len &&
-            (old->key_len == 0 || memcmp(old->key, new_rec->key, old->key_len) == 0)));
-    uint32_t leaf = merkle_bucket_of(m, merkle_key_hash(k->key, k->key_len));
-    uint8_t dold[MERKLE_DIGEST_LEN], dnew[MERKLE_DIGEST_LEN];
-    if (old) merkle_record_digest(old, dold);
-    if (new_rec) merkle_record_digest(new_rec, dnew);
-    if (old && new_rec) {
+    if (!dold && !dnew) return;
+    uint32_t leaf = merkle_bucket_of(m, key_hash);
+    if (dold && dnew) {
         if (memcmp(dold, dnew, MERKLE_DIGEST_LEN) == 0) return; /* same record: nothing changes */
         sum_sub(m->leaf[leaf], dold);
         sum_add(m->leaf[leaf], dnew);
-    } else if (old) {
+    } else if (dold) {
         MERKLE_CHECK(m->leaf_count[leaf] > 0);
         sum_sub(m->leaf[leaf], dold);
         m->leaf_count[leaf]--;
@@ -259,6 +252,20 @@ void merkle_update(struct merkle *m, const struct store_rec *old, const struct s
         m->count++;
     }
     mark_path(m, leaf);
+}
+
+void merkle_update(struct merkle *m, const struct store_rec *old, const struct store_rec *new_rec)
+{
+    if (!old && !new_rec) return;
+    const struct store_rec *k = new_rec ? new_rec : old;
+    assert(!old || !new_rec ||
+           (old->key_len == new_rec->key_len &&
+            (old->key_len == 0 || memcmp(old->key, new_rec->key, old->key_len) == 0)));
+    uint8_t dold[MERKLE_DIGEST_LEN], dnew[MERKLE_DIGEST_LEN];
+    if (old) merkle_record_digest(old, dold);
+    if (new_rec) merkle_record_digest(new_rec, dnew);
+    merkle_apply(m, merkle_key_hash(k->key, k->key_len), old ? dold : NULL,
+                 new_rec ? dnew : NULL);
 }
 
 void merkle_add(struct merkle *m, const struct store_rec *rec)

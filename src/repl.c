@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "config.h"
 
 #include "arborkv/hlc.h"
@@ -21,6 +23,7 @@
 #include "arborkv/loop.h"
 #include "arborkv/lww.h"
 #include "arborkv/mem.h"
+#include "arborkv/merkle.h"
 #include "arborkv/mqtt.h"
 #include "arborkv/server.h"
 #include "arborkv/store.h"
@@ -117,8 +120,14 @@ static void presence_json(struct repl *r, struct buf *b, bool online)
     json_str(b, r->srv->node_id);
     buf_printf(b, ",\"status\":\"%s\",\"addr\":", online ? "online" : "offline");
     json_str(b, r->addr);
-    buf_printf(b, ",\"keys\":%llu,\"root\":\"\",\"version\":\"%s\",\"ts\":%llu}",
-               (unsigned long long) store_live_count(r->srv->store), ARBORKV_VERSION,
+    char hex[2 * MERKLE_DIGEST_LEN + 1] = "";
+    if (r->srv->tree) {
+        uint8_t root[MERKLE_DIGEST_LEN];
+        merkle_root(r->srv->tree, root);
+        (void) sodium_bin2hex(hex, sizeof(hex), root, sizeof(root));
+    }
+    buf_printf(b, ",\"keys\":%llu,\"root\":\"%s\",\"version\":\"%s\",\"ts\":%llu}",
+               (unsigned long long) store_live_count(r->srv->store), hex, ARBORKV_VERSION,
                (unsigned long long) (hlc_wall_ns() / 1000000000ULL));
 }
 

@@ -37,6 +37,7 @@
 #include "arborkv/buf.h"
 #include "arborkv/log.h"
 #include "arborkv/mem.h"
+#include "arborkv/merkle.h"
 
 /*
  * SCHEMA AND PRAGMAS
@@ -93,7 +94,7 @@
  */
 #define STORE_DB_FILE              "arborkv.db"
 #define STORE_APPLICATION_ID       1634888566 /* 0x61726b76, "arkv" */
-#define STORE_SCHEMA_VERSION       2          /* PRAGMA user_version of a current database */
+#define STORE_SCHEMA_VERSION       3          /* PRAGMA user_version of a current database */
 #define STORE_BUSY_TIMEOUT_MS      200        /* ms; waiting for another process's lock at open */
 #define STORE_CACHE_KIB            65536      /* KiB of page cache (PRAGMA cache_size = -N) */
 #define STORE_WAL_CHECKPOINT_PAGES 16384      /* pages (4 KiB) of WAL that trigger a checkpoint */
@@ -116,6 +117,11 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
           " nevents INTEGER NOT NULL,"
           " payload BLOB NOT NULL"
           ");",
+    /* The Merkle tree's key hash (merkle.h), indexed so that a leaf bucket's records are one
+     * range query. UPDATEs of a record never change its key, so they never touch the index.
+     * Rows of older databases get their hash in store_attach_tree. */
+    [3] = "ALTER TABLE records ADD COLUMN khash INTEGER NOT NULL DEFAULT 0;"
+          "CREATE INDEX records_khash ON records(khash);",
 };
 
 /*
@@ -129,13 +135,14 @@ static const char max_ts_sql[] = "SELECT sum(tombstone = 0), max(ts),"
 enum stmt_id {
     STMT_GET,          /* live value of ?1 */
     STMT_GET_REC,      /* full record of ?1 */
-    STMT_PROBE,        /* tombstone state of ?1, for the live count */
+    STMT_PROBE,        /* the record of ?1, for the live count and the tree */
     STMT_INSERT,       /* new record */
     STMT_UPDATE,       /* overwrite the record of ?1 */
     STMT_SCAN,         /* key >= ?1, all columns */
     STMT_SCAN_HI,      /* ?1 <= key < ?2, all columns */
     STMT_SCAN_KEYS,    /* key >= ?1, no value */
     STMT_SCAN_KEYS_HI, /* ?1 <= key < ?2, no value */
+    STMT_BUCKET,       /* records with (khash, key) > (?1, ?2) and khash <= ?3 */
     STMT_OUTBOX_ADD,   /* new outbox message */
     STMT_OUTBOX_DEL,   /* drop outbox message ?1 */
     STMT_OUTBOX_NEXT,  /* oldest outbox message with id > ?1 */
@@ -152,9 +159,9 @@ static const struct {
     [STMT_GET] = { "get", "SELECT tombstone, value FROM records WHERE key = ?1" },
     [STMT_GET_REC] = { "get_rec",
                        "SELECT tombstone, ts, op_id, value FROM records WHERE key = ?1" },
-    [STMT_PROBE] = { "put", "SELECT tombstone, ts FROM records WHERE key = ?1" },
-    [STMT_INSERT] = { "put", "INSERT INTO records (key, tombstone, ts, op_id, value)"
-                             " VALUES (?1, ?2, ?3, ?4, ?5)" },
+    [STMT_PROBE] = { "put", "SELECT tombstone, ts, op_id, value FROM records WHERE key = ?1" },
+    [STMT_INSERT] = { "put", "INSERT INTO records (key, tombstone, ts, op_id, value, khash)"
+                             " VALUES (?1, ?2, ?3, ?4, ?5, ?6)" },
     [STMT_UPDATE] = { "put", "UPDATE records SET tombstone = ?2, ts = ?3, op_id = ?4, value = ?5"
                              " WHERE key = ?1" },
     [STMT_SCAN] = { "scan", "SELECT key, tombstone, ts, op_id, value FROM records"
@@ -165,6 +172,9 @@ static const struct {
                                  " WHERE key >= ?1 ORDER BY key" },
     [STMT_SCAN_KEYS_HI] = { "scan", "SELECT key, tombstone, ts, op_id FROM records"
                                     " WHERE key >= ?1 AND key < ?2 ORDER BY key" },
+    [STMT_BUCKET] = { "bucket scan", "SELECT key, tombstone, ts, op_id, value FROM records"
+                                     " WHERE (khash, key) > (?1, ?2) AND khash <= ?3"
+                                     " ORDER BY khash, key" },
     [STMT_OUTBOX_ADD] = { "outbox add", "INSERT INTO outbox (nevents, payload) VALUES (?1, ?2)" },
     [STMT_OUTBOX_DEL] = { "outbox delete", "DELETE FROM outbox WHERE id = ?1" },
     [STMT_OUTBOX_NEXT] = { "outbox read", "SELECT id, nevents, payload FROM outbox WHERE id > ?1"
@@ -187,8 +197,19 @@ struct store {
     uint64_t max_ts_at_open;        /* largest ts stored at open, 0 when empty */
     uint64_t outbox_rows_at_open;   /* outbox messages at open */
     uint64_t outbox_events_at_open; /* events in them */
+    struct merkle *tree;            /* [borrow] tree kept in step with the records, or NULL */
+    struct undo *undo;              /* tree changes of the open transaction, for rollback */
+    size_t nundo, undo_cap;
     struct buf scan_lo;             /* scratch: lower bound of the current scan */
     struct buf scan_hi;             /* scratch: upper bound (prefix successor) */
+};
+
+/* One tree change of the open transaction: digest old (if has_old) replaced by new (if has_new). */
+struct undo {
+    uint32_t khash;
+    bool has_old, has_new;
+    uint8_t old[MERKLE_DIGEST_LEN];
+    uint8_t new_digest[MERKLE_DIGEST_LEN];
 };
 
 /* Stands in for a NULL pointer of a zero-length key or value: SQLite binds (NULL, 0) as SQL
@@ -635,6 +656,7 @@ void store_close(struct store *st)
         if (sqlite3_close(st->db) != SQLITE_OK)
             log_error("store: close: %s", sqlite3_errmsg(st->db)); /* the handle leaks */
     }
+    free(st->undo);
     buf_clear(&st->scan_lo);
     buf_clear(&st->scan_hi);
     free(st);
@@ -672,6 +694,12 @@ static void end_with_rollback(struct store *st)
     st->in_txn = false;
     st->txn_failed = false;
     st->live_count = st->live_count_at_begin;
+    /* The tree follows the data back, newest change first. */
+    while (st->nundo) {
+        const struct undo *u = &st->undo[--st->nundo];
+        merkle_apply(st->tree, u->khash, u->has_new ? u->new_digest : NULL,
+                     u->has_old ? u->old : NULL);
+    }
 }
 
 int store_commit(struct store *st)
@@ -689,6 +717,7 @@ int store_commit(struct store *st)
         return rc;
     }
     st->in_txn = false;
+    st->nundo = 0;
     return 0;
 }
 
@@ -745,6 +774,16 @@ int store_get_rec(struct store *st, const uint8_t *key, size_t key_len, struct s
  * place or an INSERT. That measured faster than INSERT OR REPLACE, which deletes and re-inserts
  * the cell (see tools/store_bench.c).
  */
+/* Remembers a tree change of the open transaction, for rollback. */
+static void track(struct store *st, const struct undo *u)
+{
+    if (st->nundo == st->undo_cap) {
+        st->undo_cap = st->undo_cap ? st->undo_cap * 2 : 64;
+        st->undo = xrealloc(st->undo, st->undo_cap * sizeof(*st->undo));
+    }
+    st->undo[st->nundo++] = *u;
+}
+
 static int put(struct store *st, const struct store_rec *rec, uint64_t *supersede_ts)
 {
     release_pending(st);
@@ -763,6 +802,18 @@ static int put(struct store *st, const struct store_rec *rec, uint64_t *supersed
     bool was_live = existed && sqlite3_column_int64(s, 0) == 0;
     uint64_t ts = rec->ts, old_ts = existed ? (uint64_t) sqlite3_column_int64(s, 1) : 0;
     if (supersede_ts && existed && ts <= old_ts && old_ts != UINT64_MAX) ts = old_ts + 1;
+    struct undo u = { .has_old = existed, .has_new = true };
+    if (st->tree) {
+        u.khash = merkle_key_hash(rec->key, rec->key_len);
+        if (existed) {
+            struct store_rec old = { .key = rec->key, .key_len = rec->key_len };
+            fill_rec(s, 0, true, &old); /* columns tombstone, ts, op_id, value */
+            merkle_record_digest(&old, u.old);
+        }
+        struct store_rec now = *rec;
+        now.ts = ts;
+        merkle_record_digest(&now, u.new_digest);
+    }
     if (finish(st, s, "put") < 0) goto poisoned;
 
     s = st->stmt[existed ? STMT_UPDATE : STMT_INSERT];
@@ -774,6 +825,8 @@ static int put(struct store *st, const struct store_rec *rec, uint64_t *supersed
     if (rc == SQLITE_OK)
         rc = rec->tombstone ? sqlite3_bind_null(s, 5)
                             : bind_bytes(s, 5, rec->value, rec->value_len);
+    if (rc == SQLITE_OK && !existed)
+        rc = sqlite3_bind_int64(s, 6, merkle_key_hash(rec->key, rec->key_len));
     if (rc == SQLITE_OK) rc = sqlite3_step(s);
     if (rc != SQLITE_DONE) goto fail;
     if (finish(st, s, "put") < 0) goto poisoned;
@@ -783,6 +836,10 @@ static int put(struct store *st, const struct store_rec *rec, uint64_t *supersed
     else if (!was_live && !rec->tombstone)
         st->live_count++;
     if (supersede_ts) *supersede_ts = ts;
+    if (st->tree) {
+        merkle_apply(st->tree, u.khash, u.has_old ? u.old : NULL, u.new_digest);
+        track(st, &u);
+    }
     return 0;
 
 fail:
@@ -944,4 +1001,94 @@ void store_outbox_counts_at_open(const struct store *st, uint64_t *rows, uint64_
 {
     *rows = st->outbox_rows_at_open;
     *events = st->outbox_events_at_open;
+}
+
+/* ---- Merkle tree ------------------------------------------------------------------------- */
+
+int store_attach_tree(struct store *st, struct merkle *m)
+{
+    release_pending(st);
+    assert(!st->in_txn && !st->tree);
+    sqlite3_stmt *s = NULL, *fix = NULL;
+    int rc = sqlite3_prepare_v2(st->db, "SELECT key, tombstone, ts, op_id, value, khash FROM records",
+                                -1, &s, NULL);
+    if (rc != SQLITE_OK) return sql_fail(st, NULL, "build tree");
+    struct buf stale; /* keys whose stored khash is wrong (older schema, hand edits) */
+    buf_init(&stale);
+    size_t nstale = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        struct store_rec rec;
+        rec.key = column_bytes(s, 0, &rec.key_len);
+        fill_rec(s, 1, true, &rec);
+        uint32_t h = merkle_key_hash(rec.key, rec.key_len);
+        if ((uint64_t) sqlite3_column_int64(s, 5) != h) {
+            uint64_t n = rec.key_len;
+            buf_append(&stale, &n, sizeof(n));
+            buf_append(&stale, rec.key, rec.key_len);
+            nstale++;
+        }
+        uint8_t d[MERKLE_DIGEST_LEN];
+        merkle_record_digest(&rec, d);
+        merkle_apply(m, h, NULL, d);
+    }
+    (void) sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        buf_clear(&stale);
+        return sql_fail(st, NULL, "build tree");
+    }
+    rc = SQLITE_OK;
+    if (nstale) {
+        rc = exec_sql(st, "BEGIN IMMEDIATE");
+        if (rc == SQLITE_OK)
+            rc = sqlite3_prepare_v2(st->db, "UPDATE records SET khash = ?1 WHERE key = ?2", -1,
+                                    &fix, NULL);
+        for (size_t pos = 0; rc == SQLITE_OK && pos < stale.len;) {
+            uint64_t n;
+            memcpy(&n, stale.data + pos, sizeof(n));
+            const uint8_t *k = stale.data + pos + sizeof(n);
+            pos += sizeof(n) + n;
+            rc = sqlite3_bind_int64(fix, 1, merkle_key_hash(k, n));
+            if (rc == SQLITE_OK) rc = bind_bytes(fix, 2, k, n);
+            if (rc == SQLITE_OK) rc = sqlite3_step(fix) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+            (void) sqlite3_reset(fix);
+        }
+        if (rc == SQLITE_OK) rc = exec_sql(st, "COMMIT");
+        if (rc != SQLITE_OK) {
+            log_error("store: indexing key hashes: %s", sqlite3_errmsg(st->db));
+            if (!sqlite3_get_autocommit(st->db)) (void) exec_sql(st, "ROLLBACK");
+        } else {
+            log_info("store: indexed the key hash of %zu records", nstale);
+        }
+        (void) sqlite3_finalize(fix);
+    }
+    buf_clear(&stale);
+    if (rc != SQLITE_OK) return -EIO;
+    st->tree = m;
+    return 0;
+}
+
+int store_scan_hashes(struct store *st, uint32_t lo, uint32_t hi, const struct store_rec *after,
+                      store_scan_fn *fn, void *arg)
+{
+    release_pending(st);
+    sqlite3_stmt *s = st->stmt[STMT_BUCKET];
+    int rc = sqlite3_bind_int64(s, 1, after ? (sqlite3_int64) merkle_key_hash(after->key, after->key_len)
+                                            : (sqlite3_int64) lo - 1);
+    if (rc == SQLITE_OK) rc = after ? bind_bytes(s, 2, after->key, after->key_len)
+                                    : bind_bytes(s, 2, NULL, 0);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(s, 3, hi);
+    if (rc != SQLITE_OK) return sql_fail(st, s, stmt_defs[STMT_BUCKET].op);
+    int ret = 0;
+    st->in_scan = true;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        struct store_rec rec;
+        rec.key = column_bytes(s, 0, &rec.key_len);
+        fill_rec(s, 1, true, &rec);
+        ret = fn(arg, &rec);
+        if (ret) break;
+    }
+    st->in_scan = false;
+    if (ret == 0 && rc != SQLITE_DONE) return sql_fail(st, s, stmt_defs[STMT_BUCKET].op);
+    int frc = finish(st, s, stmt_defs[STMT_BUCKET].op);
+    return ret ? ret : frc;
 }

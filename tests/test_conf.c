@@ -618,7 +618,7 @@ TEST(unknown_keys_and_tables_warn)
                                    "enabled = \"whatever\"\n"     /* 7 */
                                    "anything = [1, 'two']\n"      /* 8 */
                                    "[anti_entropy]\n"             /* 9 */
-                                   "depth = 3\n"                  /* 10 */
+                                   "deep = 3\n"                   /* 10 */
                                    "[replication.tls]\n"          /* 11 */
                                    "ca = 'x'\n"                   /* 12 */
                                    "[\"quoted table\"]\n");       /* 13 */
@@ -627,7 +627,7 @@ TEST(unknown_keys_and_tables_warn)
     EXPECT_WARNING(&c, 1, "%s:2: unknown key 'replication.enabled'", path); /* not expanded */
     EXPECT_WARNING(&c, 2, "%s:4: unknown key 'no_such_key' in [replication]", path);
     EXPECT_WARNING(&c, 3, "%s:6: unknown table [Replication]", path); /* keys inside: silent */
-    EXPECT_WARNING(&c, 4, "%s:10: unknown key 'depth' in [anti_entropy]", path);
+    EXPECT_WARNING(&c, 4, "%s:10: unknown key 'deep' in [anti_entropy]", path);
     EXPECT_WARNING(&c, 5, "%s:11: unknown table [replication.tls]", path);
     EXPECT_WARNING(&c, 6, "%s:13: unknown table [quoted table]", path);
     ASSERT(c.warnings[7] == NULL);

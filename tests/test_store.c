@@ -5,6 +5,7 @@
  * Each case works in its own mkdtemp() directory and removes it at the end.
  */
 #include "arborkv/store.h"
+#include "arborkv/merkle.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -783,10 +784,10 @@ TEST(refuse_newer_schema)
     put(st, "a", "1", 1);
     ASSERT_OK(store_commit(st));
     store_close(st);
-    exec_raw(tmp_path("arborkv.db"), "PRAGMA user_version = 3;");
-    expect_refused_untouched(tmp_root, -ENOTSUP, "schema version 3");
+    exec_raw(tmp_path("arborkv.db"), "PRAGMA user_version = 4;");
+    expect_refused_untouched(tmp_root, -ENOTSUP, "schema version 4");
     /* Back to the current version: the data is still there. */
-    exec_raw(tmp_path("arborkv.db"), "PRAGMA user_version = 2;");
+    exec_raw(tmp_path("arborkv.db"), "PRAGMA user_version = 3;");
     st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
     expect(st, "a", "1");
     store_close(st);
@@ -973,8 +974,10 @@ TEST(schema_1_is_migrated_keeping_records)
     put(st, "a", "1", 1);
     ASSERT_OK(store_commit(st));
     store_close(st);
-    /* What a version-1 database looks like: no outbox table. */
-    exec_raw(tmp_path("arborkv.db"), "DROP TABLE outbox; PRAGMA user_version = 1;");
+    /* What a version-1 database looks like: no outbox table, no key hash column. */
+    exec_raw(tmp_path("arborkv.db"), "DROP TABLE outbox; DROP INDEX records_khash;"
+                                     "ALTER TABLE records DROP COLUMN khash;"
+                                     "PRAGMA user_version = 1;");
     st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
     expect(st, "a", "1");
     uint64_t id;
@@ -985,6 +988,135 @@ TEST(schema_1_is_migrated_keeping_records)
     rm_tmp();
 }
 
+static int add_to_tree(void *arg, const struct store_rec *rec)
+{
+    merkle_add(arg, rec);
+    return 0;
+}
+
+/* Root of a tree freshly built from what the store holds now. */
+static void fresh_root(struct store *st, uint8_t out[MERKLE_DIGEST_LEN])
+{
+    struct merkle *m = NULL;
+    ASSERT_OK(merkle_new(&m, 16, 2));
+    /* A second tree cannot be attached to the same store: rebuild by scanning. */
+    ASSERT_OK(store_scan_hashes(st, 0, UINT32_MAX, NULL, add_to_tree, m));
+    merkle_root(m, out);
+    merkle_free(m);
+}
+
+TEST(tree_follows_writes_and_rollbacks)
+{
+    make_tmp();
+    struct store *st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    put(st, "before", "attach", 5);
+    ASSERT_OK(store_commit(st));
+    struct merkle *m = NULL;
+    ASSERT_OK(merkle_new(&m, 16, 2));
+    ASSERT_OK(store_attach_tree(st, m));
+    ASSERT_U64_EQ(merkle_count(m), 1);
+
+    uint8_t a[MERKLE_DIGEST_LEN], b[MERKLE_DIGEST_LEN];
+    char key[32], val[32];
+    for (int i = 0; i < 500; i++) {
+        snprintf(key, sizeof(key), "k%d", i % 200);
+        snprintf(val, sizeof(val), "v%d", i);
+        put(st, key, i % 7 == 0 ? NULL : val, (uint64_t) 10 + (uint64_t) i);
+    }
+    ASSERT_OK(store_commit(st));
+    ASSERT_U64_EQ(merkle_count(m), 201);
+    merkle_root(m, a);
+    fresh_root(st, b);
+    ASSERT_MEM_EQ(a, b, MERKLE_DIGEST_LEN);
+
+    /* A rolled-back transaction leaves the tree as it was. */
+    put(st, "k1", "changed", 100000);
+    put(st, "brand-new", "x", 100001);
+    store_rollback(st);
+    merkle_root(m, b);
+    ASSERT_MEM_EQ(a, b, MERKLE_DIGEST_LEN);
+    ASSERT_U64_EQ(merkle_count(m), 201);
+    store_close(st);
+
+    /* Reopened and rebuilt: the same root. */
+    st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    struct merkle *m2 = NULL;
+    ASSERT_OK(merkle_new(&m2, 16, 2));
+    ASSERT_OK(store_attach_tree(st, m2));
+    merkle_root(m2, b);
+    ASSERT_MEM_EQ(a, b, MERKLE_DIGEST_LEN);
+    store_close(st);
+    merkle_free(m);
+    merkle_free(m2);
+    rm_tmp();
+}
+
+struct bucket_check {
+    uint32_t lo, hi;
+    size_t n;
+};
+
+static int in_range(void *arg, const struct store_rec *rec)
+{
+    struct bucket_check *c = arg;
+    uint32_t h = merkle_key_hash(rec->key, rec->key_len);
+    ASSERT(h >= c->lo && h <= c->hi);
+    c->n++;
+    return 0;
+}
+
+static int first_only(void *arg, const struct store_rec *rec)
+{
+    struct buf *last = arg;
+    buf_reset(last);
+    buf_append(last, rec->key, rec->key_len);
+    return 1;
+}
+
+TEST(scan_hashes_lists_buckets_and_pages)
+{
+    struct store *st = open_ok(STORE_ENGINE_MEMORY, NULL);
+    struct merkle *m = NULL;
+    ASSERT_OK(merkle_new(&m, 4, 2)); /* 16 leaves */
+    ASSERT_OK(store_attach_tree(st, m));
+    char key[32];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(key, sizeof(key), "key:%d", i);
+        put(st, key, i % 3 ? "v" : NULL, (uint64_t) i + 1);
+    }
+    ASSERT_OK(store_commit(st));
+    size_t total = 0;
+    for (uint32_t leaf = 0; leaf < merkle_leaves(m); leaf++) {
+        struct bucket_check c = { 0 };
+        merkle_bucket_range(m, leaf, &c.lo, &c.hi);
+        ASSERT_OK(store_scan_hashes(st, c.lo, c.hi, NULL, in_range, &c));
+        ASSERT_EQ(c.n, merkle_leaf_count(m, leaf));
+        total += c.n;
+
+        /* Paging one record at a time visits the same number of records. */
+        struct buf last;
+        buf_init(&last);
+        size_t pages = 0;
+        int rc = store_scan_hashes(st, c.lo, c.hi, NULL, first_only, &last);
+        while (rc == 1) {
+            pages++;
+            struct store_rec after = { .key = last.data, .key_len = last.len };
+            struct buf copy;
+            buf_init(&copy);
+            buf_append(&copy, last.data, last.len);
+            after.key = copy.data;
+            rc = store_scan_hashes(st, c.lo, c.hi, &after, first_only, &last);
+            buf_clear(&copy);
+        }
+        ASSERT_OK(rc);
+        ASSERT_EQ(pages, c.n);
+        buf_clear(&last);
+    }
+    ASSERT_EQ(total, 1000);
+    store_close(st);
+    merkle_free(m);
+}
+
 TEST(close_is_null_safe)
 {
     store_close(NULL);
@@ -992,6 +1124,8 @@ TEST(close_is_null_safe)
 
 TEST_LIST{
     TEST_ENTRY(put_get_memory),
+    TEST_ENTRY(tree_follows_writes_and_rollbacks),
+    TEST_ENTRY(scan_hashes_lists_buckets_and_pages),
     TEST_ENTRY(put_local_supersedes_the_stored_version),
     TEST_ENTRY(outbox_add_read_delete_and_counts),
     TEST_ENTRY(schema_1_is_migrated_keeping_records),

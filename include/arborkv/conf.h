@@ -66,6 +66,8 @@ struct conf {
     bool ae_enabled;         /* default true */
     int ae_interval_seconds; /* default 10 */
     char **ae_peer_list;     /* NULL-terminated array or NULL */
+    int merkle_fanout;       /* [anti_entropy] fanout; default 16 (power of two, 2..256) */
+    int merkle_depth;        /* [anti_entropy] depth; default 4 (levels; fanout^depth <= 2^20) */
 
     char **warnings;  /* NULL-terminated "file:line: unknown key 'x'" lines, or NULL */
     size_t nwarnings; /* entries in warnings */

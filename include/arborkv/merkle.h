@@ -75,6 +75,12 @@ void merkle_record_digest(const struct store_rec *rec, uint8_t out[MERKLE_DIGEST
  */
 void merkle_update(struct merkle *m, const struct store_rec *old, const struct store_rec *new_rec);
 
+/*
+ * The same at the digest level, for callers that keep digests (the store's undo log): replaces
+ * digest dold (NULL: none) by dnew (NULL: none) in the leaf of key_hash.
+ */
+void merkle_apply(struct merkle *m, uint32_t key_hash, const uint8_t *dold, const uint8_t *dnew);
+
 /* Adds a record that is not in the tree yet (building from the store at startup). */
 void merkle_add(struct merkle *m, const struct store_rec *rec);
 

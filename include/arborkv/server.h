@@ -21,6 +21,7 @@
 
 struct loop;
 struct store;
+struct merkle;
 struct conn;
 struct repl;
 
@@ -63,6 +64,7 @@ struct server_stats {
 struct server {
     struct loop *loop;         /* event loop (borrowed from main) */
     struct store *store;       /* record store (borrowed from main) */
+    struct merkle *tree;       /* Merkle tree over the store's records (borrowed from main) */
     struct hlc hlc;            /* hybrid logical clock for local writes */
     struct opid_pool opids;    /* random op_ids of local writes */
     struct repl *repl;         /* replication layer (owned by main), NULL when not built */

@@ -129,6 +129,24 @@ int store_outbox_next(struct store *st, uint64_t after, uint64_t *id, uint32_t *
 /* Messages and events in the outbox when the store was opened. */
 void store_outbox_counts_at_open(const struct store *st, uint64_t *rows, uint64_t *events);
 
+/*
+ * Merkle tree (merkle.h). store_attach_tree adds every stored record to m (which must be empty),
+ * (re)computes the indexed key hash of rows that lack it or have a wrong one, and from then on
+ * keeps m in step with every write, rollbacks included. Returns 0 or -EIO. m is [borrow] and
+ * must outlive the store.
+ */
+struct merkle;
+int store_attach_tree(struct store *st, struct merkle *m);
+
+/*
+ * Calls fn for every record (tombstones included, values read) whose key hash lies in [lo, hi],
+ * in (key hash, key) order, starting strictly after record `after` when after != NULL (paging:
+ * pass the last record seen; only its key is used). fn must not call into the store.
+ * Returns 0, fn's non-zero return when it stopped early, or -EIO.
+ */
+int store_scan_hashes(struct store *st, uint32_t lo, uint32_t hi, const struct store_rec *after,
+                      store_scan_fn *fn, void *arg);
+
 /* "sqlite" or "memory". */
 const char *store_engine_name(const struct store *st);
 
