@@ -17,6 +17,7 @@
 
 #include "config.h"
 
+#include "arborkv/ae.h"
 #include "arborkv/buf.h"
 #include "arborkv/conn.h"
 #include "arborkv/glob.h"
@@ -157,6 +158,7 @@ static void info_node(struct server *srv, struct buf *b)
         buf_printf(b, "merkle_root:%s\r\nmerkle_records:%llu\r\n", hex,
                    (unsigned long long) merkle_count(srv->tree));
     }
+    ae_info(srv->ae, b);
     buf_printf(b, "hlc_last_ns:%llu\r\nclock_skew_rejections:%llu\r\nclock_skew_max_ns:%llu\r\n",
                (unsigned long long) srv->hlc.last_ns, (unsigned long long) srv->hlc.skew_rejections,
                (unsigned long long) srv->hlc.max_skew_seen_ns);

@@ -18,3 +18,18 @@ int lww_cmp(const struct store_rec *a, const struct store_rec *b)
     if (a->value_len != b->value_len) return a->value_len > b->value_len ? 1 : -1;
     return 0;
 }
+
+int lww_apply(struct store *st, const struct store_rec *in)
+{
+    struct store_rec cur;
+    int rc = store_get_rec(st, in->key, in->key_len, &cur);
+    if (rc < 0) return rc;
+    if (rc == 1) {
+        int c = lww_cmp(in, &cur);
+        if (c == 0) return LWW_SAME;
+        if (c < 0) return LWW_OLDER;
+    }
+    rc = store_begin(st);
+    if (rc == 0) rc = store_put(st, in);
+    return rc < 0 ? rc : LWW_APPLIED;
+}

@@ -21,6 +21,7 @@
 
 #include "config.h"
 
+#include "arborkv/ae.h"
 #include "arborkv/cmd.h"
 #include "arborkv/conf.h"
 #include "arborkv/conn.h"
@@ -100,6 +101,10 @@ static int start_replication(struct server *srv, const struct conf *c)
         .addr = addr,
     };
     int rc = repl_new(&srv->repl, srv, &o);
+    struct ae_opts ao = { .enabled = c->ae_enabled,
+                          .interval_s = c->ae_interval_seconds,
+                          .step_timeout_s = c->ae_interval_seconds < 5 ? c->ae_interval_seconds : 5 };
+    if (rc == 0) rc = ae_new(&srv->ae, srv, srv->repl, &ao);
     if (rc < 0)
         log_error("cannot start replication: %s", strerror(-rc));
     else if (c->repl_enabled)
@@ -274,11 +279,14 @@ int main(int argc, char **argv)
     conn_close_all(&srv, SHUTDOWN_FLUSH_US);
     repl_free(srv.repl, REPL_DISCONNECT_MS);
     srv.repl = NULL;
+    ae_free(srv.ae);
+    srv.ae = NULL;
     status = 0;
     log_info("shutdown complete");
 
 out:
     repl_free(srv.repl, 0);
+    ae_free(srv.ae);
     if (sfd >= 0) (void) close(sfd);
     if (srv.cmd_state) cmd_free(&srv);
     store_close(store);

@@ -32,7 +32,16 @@
 #define TOKEN_SLOTS       65536     /* MQTT packet ids are 16-bit */
 #define SUBS_MAX          16
 
-enum qtype { Q_CONNECTED, Q_CONNECT_FAILED, Q_LOST, Q_MESSAGE, Q_PUB_OK, Q_PUB_FAIL, Q_SUB_FAIL };
+enum qtype {
+    Q_CONNECTED,
+    Q_CONNECT_FAILED,
+    Q_LOST,
+    Q_MESSAGE,
+    Q_PUB_OK,
+    Q_PUB_FAIL,
+    Q_SUB_FAIL,
+    Q_DISCONNECTED
+};
 
 struct qitem {
     struct qitem *next;
@@ -57,6 +66,8 @@ struct mqtt {
 
     enum mqtt_state state;
     bool connect_in_flight; /* MQTTAsync_connect issued, no answer yet */
+    bool disconnecting;     /* MQTTAsync_disconnect issued, no answer yet */
+    uint64_t watchdog;      /* fires if a connect never answers */
     uint64_t backoff_us;    /* next reconnect delay before jitter */
     uint64_t timer;         /* pending reconnect timer id, 0 if none */
     uint64_t connects;
@@ -169,6 +180,18 @@ static void cb_pub_failed(void *ctx, MQTTAsync_failureData *resp)
     push(ctx, it);
 }
 
+static void cb_disconnected(void *ctx, MQTTAsync_successData *resp)
+{
+    (void) resp;
+    push(ctx, item(Q_DISCONNECTED));
+}
+
+static void cb_disconnect_failed(void *ctx, MQTTAsync_failureData *resp)
+{
+    (void) resp;
+    push(ctx, item(Q_DISCONNECTED));
+}
+
 static void cb_sub_failed(void *ctx, MQTTAsync_failureData *resp)
 {
     struct qitem *it = item(Q_SUB_FAIL);
@@ -179,6 +202,18 @@ static void cb_sub_failed(void *ctx, MQTTAsync_failureData *resp)
 /* ---- loop thread -------------------------------------------------------------------------- */
 
 static void schedule_reconnect(struct mqtt *m);
+
+/* A connect whose answer never came (paho lost it): give up on it and retry. */
+static void on_watchdog(struct loop *l, void *arg)
+{
+    struct mqtt *m = arg;
+    (void) l;
+    m->watchdog = 0;
+    if (!m->connect_in_flight) return;
+    log_warn("mqtt: no answer to the connect to %s; retrying", m->uri);
+    m->connect_in_flight = false;
+    if (m->state == MQTT_CONNECTING) schedule_reconnect(m);
+}
 
 static void do_connect(struct mqtt *m)
 {
@@ -216,6 +251,8 @@ static void do_connect(struct mqtt *m)
         return;
     }
     m->connect_in_flight = true;
+    if (m->watchdog) loop_cancel_timer(m->loop, m->watchdog);
+    m->watchdog = loop_add_timer(m->loop, (CONNECT_TIMEOUT_S + 5) * 1000000ULL, on_watchdog, m);
 }
 
 static void on_timer(struct loop *l, void *arg)
@@ -223,7 +260,7 @@ static void on_timer(struct loop *l, void *arg)
     struct mqtt *m = arg;
     (void) l;
     m->timer = 0;
-    if (m->state == MQTT_CONNECTING && !m->connect_in_flight) do_connect(m);
+    if (m->state == MQTT_CONNECTING && !m->connect_in_flight && !m->disconnecting) do_connect(m);
 }
 
 static void schedule_reconnect(struct mqtt *m)
@@ -271,6 +308,8 @@ static void handle(struct mqtt *m, struct qitem *it)
     switch (it->type) {
     case Q_CONNECTED:
         m->connect_in_flight = false;
+        if (m->watchdog) loop_cancel_timer(m->loop, m->watchdog);
+        m->watchdog = 0;
         if (m->state != MQTT_CONNECTING) break; /* stopped meanwhile */
         m->state = MQTT_CONNECTED;
         m->backoff_us = 0;
@@ -281,6 +320,8 @@ static void handle(struct mqtt *m, struct qitem *it)
         break;
     case Q_CONNECT_FAILED:
         m->connect_in_flight = false;
+        if (m->watchdog) loop_cancel_timer(m->loop, m->watchdog);
+        m->watchdog = 0;
         if (m->state == MQTT_STOPPED) break;
         if (m->connects == 0 || m->backoff_us >= (uint64_t) m->reconnect_max_s * 1000000ULL)
             log_debug("mqtt: cannot connect to %s: %s", m->uri, it->why);
@@ -301,6 +342,11 @@ static void handle(struct mqtt *m, struct qitem *it)
             if (m->h.on_published)
                 m->h.on_published(m->arg, m->tags[it->token], it->type == Q_PUB_OK);
         }
+        break;
+    case Q_DISCONNECTED:
+        m->disconnecting = false;
+        /* REPLICATE enable right after disable: connect once the disconnect is through. */
+        if (m->state == MQTT_CONNECTING && !m->connect_in_flight && !m->timer) do_connect(m);
         break;
     case Q_SUB_FAIL:
         log_warn("mqtt: subscribe refused (%s); reconnecting", it->why);
@@ -410,7 +456,7 @@ void mqtt_start(struct mqtt *m)
     if (m->state != MQTT_STOPPED) return;
     m->state = MQTT_CONNECTING;
     m->backoff_us = 0;
-    if (!m->connect_in_flight) do_connect(m);
+    if (!m->connect_in_flight && !m->disconnecting) do_connect(m);
 }
 
 void mqtt_stop(struct mqtt *m, int timeout_ms)
@@ -425,7 +471,11 @@ void mqtt_stop(struct mqtt *m, int timeout_ms)
     if (m->client && (was_connected || m->connect_in_flight)) {
         MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
         d.timeout = timeout_ms;
-        (void) MQTTAsync_disconnect(m->client, &d);
+        d.onSuccess = cb_disconnected;
+        d.onFailure = cb_disconnect_failed;
+        d.context = m;
+        if (MQTTAsync_disconnect(m->client, &d) == MQTTASYNC_SUCCESS) m->disconnecting = true;
+        m->connect_in_flight = false;
     }
     memset(m->tag_set, 0, TOKEN_SLOTS);
     if (was_connected && m->h.on_disconnect) m->h.on_disconnect(m->arg, "stopped");
@@ -442,14 +492,20 @@ void mqtt_free(struct mqtt *m, int timeout_ms)
         if (m->state != MQTT_STOPPED || m->connect_in_flight) {
             m->h.on_disconnect = NULL;
             mqtt_stop(m, timeout_ms);
-            /* Give paho the disconnect time to flush (the offline presence) before destroy. */
-            for (int waited = 0; waited < timeout_ms && MQTTAsync_isConnected(m->client);
-                 waited += 10)
+            /* Give paho the disconnect time to flush (the offline presence) and to answer
+             * it before destroy, so no callback of this client runs afterwards. */
+            for (int waited = 0; waited < timeout_ms && m->disconnecting; waited += 10) {
                 (void) usleep(10000);
+                (void) pthread_mutex_lock(&m->lock);
+                for (struct qitem *it = m->head; it; it = it->next)
+                    if (it->type == Q_DISCONNECTED) m->disconnecting = false;
+                (void) pthread_mutex_unlock(&m->lock);
+            }
         }
         MQTTAsync_destroy(&m->client);
     }
     if (m->timer) loop_cancel_timer(m->loop, m->timer);
+    if (m->watchdog) loop_cancel_timer(m->loop, m->watchdog);
     if (m->efd >= 0) {
         loop_del_fd(m->loop, m->efd);
         (void) close(m->efd);

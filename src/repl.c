@@ -18,6 +18,7 @@
 
 #include "config.h"
 
+#include "arborkv/ae.h"
 #include "arborkv/hlc.h"
 #include "arborkv/log.h"
 #include "arborkv/loop.h"
@@ -46,7 +47,7 @@ struct repl {
     struct server *srv;
     struct mqtt *mqtt;
     struct repl_opts o; /* strings point into the copies below */
-    char *prefix, *addr, *events_topic, *presence_topic, *sub_events, *sub_nodes;
+    char *prefix, *addr, *events_topic, *presence_topic, *sub_events, *sub_nodes, *sub_ae;
     bool enabled;   /* REPLICATE enable/disable; link started */
     bool recording; /* local changes go to the outbox */
 
@@ -334,27 +335,17 @@ static void apply_event(struct repl *r, const struct codec_event *ev)
                             .tombstone = !ev->has_val,
                             .ts = ev->ts };
     memcpy(in.op_id, ev->op_id, STORE_OP_ID_BYTES);
-    struct store_rec cur;
-    int rc = store_get_rec(srv->store, ev->key, ev->key_len, &cur);
+    int rc = lww_apply(srv->store, &in);
     if (rc < 0) {
         srv->txn_failed = true;
         return;
     }
-    if (rc == 1) {
-        int c = lww_cmp(&in, &cur);
-        if (c == 0) {
-            r->stats.duplicate++;
-            return;
-        }
-        if (c < 0) {
-            r->stats.rejected++;
-            return;
-        }
+    if (rc == LWW_SAME) {
+        r->stats.duplicate++;
+        return;
     }
-    rc = store_begin(srv->store);
-    if (rc == 0) rc = store_put(srv->store, &in);
-    if (rc < 0) {
-        srv->txn_failed = true;
+    if (rc == LWW_OLDER) {
+        r->stats.rejected++;
         return;
     }
     r->stats.applied++;
@@ -368,6 +359,10 @@ static void on_message(void *arg, const char *topic, const uint8_t *payload, siz
     const char *rest = topic + plen + 1;
     if (!strncmp(rest, "nodes/", 6)) {
         on_presence(r, rest + 6, payload, len);
+        return;
+    }
+    if (!strncmp(rest, "ae/", 3)) {
+        if (r->srv->ae && !strcmp(rest + 3, r->srv->node_id)) ae_on_message(r->srv->ae, payload, len);
         return;
     }
     if (strncmp(rest, "events", 6) != 0 || (rest[6] != '\0' && rest[6] != '/')) return;
@@ -421,6 +416,9 @@ int repl_new(struct repl **out, struct server *srv, const struct repl_opts *o)
     r->presence_topic = join(nodes, srv->node_id);
     r->sub_events = join(r->prefix, "/events/#");
     r->sub_nodes = join(nodes, "+");
+    char *ae = join(r->prefix, "/ae/");
+    r->sub_ae = join(ae, srv->node_id);
+    free(ae);
     free(ev);
     free(nodes);
     r->o.prefix = r->prefix;
@@ -455,6 +453,7 @@ int repl_new(struct repl **out, struct server *srv, const struct repl_opts *o)
     int rc = mqtt_new(&r->mqtt, srv->loop, &mo, &h, r);
     if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_events);
     if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_nodes);
+    if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_ae);
     if (rc < 0) {
         repl_free(r, 0);
         return rc;
@@ -494,6 +493,7 @@ void repl_free(struct repl *r, int timeout_ms)
     free(r->presence_topic);
     free(r->sub_events);
     free(r->sub_nodes);
+    free(r->sub_ae);
     free(r);
 }
 
@@ -547,4 +547,23 @@ void repl_info(const struct repl *r, struct buf *b)
                (unsigned long long) (r ? r->stats.malformed : 0),
                (unsigned long long) (r ? r->outbox_events : 0),
                (unsigned long long) (r ? r->stats.dropped : 0), repl_peers_online(r));
+}
+
+int repl_publish(struct repl *r, const char *suffix, const void *payload, size_t len)
+{
+    if (!r || !r->enabled) return -ENOTCONN;
+    size_t n = strlen(r->prefix) + 1 + strlen(suffix) + 1;
+    char *topic = xmalloc(n);
+    (void) snprintf(topic, n, "%s/%s", r->prefix, suffix);
+    int rc = mqtt_publish(r->mqtt, topic, payload, len, 1, false, 0);
+    free(topic);
+    return rc;
+}
+
+size_t repl_online_peers(const struct repl *r, const char **names, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; r && i < r->npeers && n < max; i++)
+        if (r->peers[i].online) names[n++] = r->peers[i].name;
+    return n;
 }

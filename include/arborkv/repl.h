@@ -69,6 +69,13 @@ void repl_disable(struct repl *r);
 bool repl_is_enabled(const struct repl *r);
 size_t repl_peers_online(const struct repl *r);
 
+/* Publishes payload (copied) to {prefix}/{suffix}, QoS 1. 0, or -ENOTCONN when not connected. */
+int repl_publish(struct repl *r, const char *suffix, const void *payload, size_t len);
+
+/* Fills names with up to max ids of peers whose presence is online ([borrow] until the next
+ * presence message); returns how many. */
+size_t repl_online_peers(const struct repl *r, const char **names, size_t max);
+
 /* Appends the replication lines of INFO ("name:value\r\n" each). */
 void repl_info(const struct repl *r, struct buf *out);
 

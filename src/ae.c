@@ -1,0 +1,725 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ae: Merkle anti-entropy sessions through the broker; see include/arborkv/ae.h and
+ * docs/anti-entropy.md (message layouts).
+ *
+ * The initiator keeps all the session state; the peer answers each request from its tree or its
+ * store and forgets it. One request is outstanding per session at a time (stop and wait), which
+ * bounds memory and makes a timeout unambiguous.
+ */
+#include "arborkv/ae.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "arborkv/hlc.h"
+#include "arborkv/log.h"
+#include "arborkv/loop.h"
+#include "arborkv/lww.h"
+#include "arborkv/mem.h"
+#include "arborkv/merkle.h"
+#include "arborkv/repl.h"
+#include "arborkv/server.h"
+#include "arborkv/store.h"
+
+#define AE_MAGIC0   'A'
+#define AE_MAGIC1   'E'
+#define AE_VERSION  1
+#define AE_MAX_PEERS 64 /* sessions started per round at most */
+
+enum ae_type { T_NODES_REQ = 1, T_NODES = 2, T_RECS_REQ = 3, T_RECS = 4 };
+enum { F_MORE = 1, F_PUSH = 2, F_AFTER = 4 };
+
+struct session {
+    struct session *next;
+    struct ae *ae;
+    char *peer;
+    uint64_t sid;
+    bool pulling;        /* false: descending the trees; true: exchanging leaf records */
+    unsigned level;      /* level of the nodes in cur (descent) */
+    uint32_t *cur;       /* nodes to expand, or differing leaves */
+    size_t ncur, cap_cur;
+    size_t chunk, chunk_n; /* the slice of cur the outstanding request covers */
+    uint32_t *next_nodes;
+    size_t nnext, cap_next;
+    uint64_t timer;      /* step timeout */
+    uint64_t started_us;
+    uint64_t applied;    /* records that won LWW here */
+};
+
+struct ae {
+    struct server *srv;
+    struct repl *repl;
+    struct ae_opts o;
+    uint64_t round_timer;
+    struct session *sessions;
+    struct buf out;      /* message being built */
+    struct buf page;     /* records of a page */
+    struct {
+        uint64_t started, completed, failed, records_sent, records_received, records_applied,
+                bytes_sent, bytes_received, digests_received, malformed;
+        uint64_t last_repair_unix, last_session_ms;
+    } stats;
+};
+
+/* ---- encoding ------------------------------------------------------------------------------ */
+
+static void put_u8(struct buf *b, uint8_t v)
+{
+    buf_append(b, &v, 1);
+}
+
+static void put_u16(struct buf *b, uint16_t v)
+{
+    uint8_t p[2] = { (uint8_t) v, (uint8_t) (v >> 8) };
+    buf_append(b, p, 2);
+}
+
+static void put_u32(struct buf *b, uint32_t v)
+{
+    uint8_t p[4];
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t) (v >> (8 * i));
+    buf_append(b, p, 4);
+}
+
+static void put_u64(struct buf *b, uint64_t v)
+{
+    uint8_t p[8];
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t) (v >> (8 * i));
+    buf_append(b, p, 8);
+}
+
+static void put_header(struct ae *a, enum ae_type t, uint64_t sid)
+{
+    const char *me = a->srv->node_id;
+    size_t n = strlen(me);
+    buf_reset(&a->out);
+    put_u8(&a->out, AE_MAGIC0);
+    put_u8(&a->out, AE_MAGIC1);
+    put_u8(&a->out, AE_VERSION);
+    put_u8(&a->out, (uint8_t) t);
+    put_u64(&a->out, sid);
+    put_u8(&a->out, (uint8_t) n);
+    buf_append(&a->out, me, n);
+}
+
+static void put_rec(struct buf *b, const struct store_rec *r)
+{
+    put_u32(b, (uint32_t) r->key_len);
+    buf_append(b, r->key, r->key_len);
+    put_u8(b, r->tombstone ? 1 : 0);
+    put_u64(b, r->ts);
+    buf_append(b, r->op_id, STORE_OP_ID_BYTES);
+    put_u32(b, r->tombstone ? 0 : (uint32_t) r->value_len);
+    if (!r->tombstone) buf_append(b, r->value, r->value_len);
+}
+
+/* Publishes a->out to the peer's ae topic. Returns 0 or <0 (not connected). */
+static int send_to(struct ae *a, const char *peer)
+{
+    char suffix[300];
+    (void) snprintf(suffix, sizeof(suffix), "ae/%s", peer);
+    int rc = repl_publish(a->repl, suffix, a->out.data, a->out.len);
+    if (rc == 0) a->stats.bytes_sent += a->out.len;
+    return rc;
+}
+
+/* ---- decoding ------------------------------------------------------------------------------ */
+
+struct cur {
+    const uint8_t *p;
+    size_t left;
+    bool bad;
+};
+
+static bool take(struct cur *c, size_t n, const uint8_t **out)
+{
+    if (c->bad || c->left < n) {
+        c->bad = true;
+        return false;
+    }
+    *out = c->p;
+    c->p += n;
+    c->left -= n;
+    return true;
+}
+
+static uint64_t get_le(struct cur *c, size_t n)
+{
+    const uint8_t *p;
+    if (!take(c, n, &p)) return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v |= (uint64_t) p[i] << (8 * i);
+    return v;
+}
+
+static bool get_rec(struct cur *c, struct store_rec *r)
+{
+    const uint8_t *p;
+    memset(r, 0, sizeof(*r));
+    size_t klen = (size_t) get_le(c, 4);
+    if (!take(c, klen, &r->key)) return false;
+    r->key_len = klen;
+    uint64_t tomb = get_le(c, 1);
+    r->ts = get_le(c, 8);
+    if (!take(c, STORE_OP_ID_BYTES, &p)) return false;
+    memcpy(r->op_id, p, STORE_OP_ID_BYTES);
+    size_t vlen = (size_t) get_le(c, 4);
+    if (tomb > 1 || (tomb && vlen)) return c->bad = true, false;
+    r->tombstone = tomb == 1;
+    if (!take(c, vlen, &r->value)) return false;
+    r->value_len = vlen;
+    return !c->bad;
+}
+
+/* ---- pages of leaf records ------------------------------------------------------------------ */
+
+struct page_fill {
+    struct ae *a;
+    uint32_t n;          /* records in the page */
+    struct buf last;     /* key of the last record added (the cursor) */
+};
+
+static int add_to_page(void *arg, const struct store_rec *rec)
+{
+    struct page_fill *f = arg;
+    if (f->n > 0 && f->a->page.len >= AE_PAGE_BYTES) return 1; /* full: stop before this one */
+    put_rec(&f->a->page, rec);
+    f->n++;
+    buf_reset(&f->last);
+    buf_append(&f->last, rec->key, rec->key_len);
+    return 0;
+}
+
+/* Where a page stopped: the next page starts at leaves[pos], after key `last` if has_after. */
+struct page_end {
+    bool more;
+    uint32_t pos;
+    bool has_after;
+    struct buf last; /* owned by the caller */
+    uint32_t nrecs;
+};
+
+/*
+ * Builds in a->out a T_RECS message with the records of leaves[pos..n) (starting after key
+ * `after` in leaves[pos] when has_after), about AE_PAGE_BYTES at most (one record more at
+ * worst). Fills *e with where it stopped. Returns 0 or -EIO.
+ */
+static int build_page(struct ae *a, uint64_t sid, const uint32_t *leaves, uint32_t n, uint32_t pos,
+                      const uint8_t *after, size_t after_len, bool has_after, bool push,
+                      struct page_end *e)
+{
+    struct page_fill f = { .a = a };
+    buf_init(&f.last);
+    buf_reset(&a->page);
+    struct buf cursor; /* copy of `after`: it may point into memory the store reuses */
+    buf_init(&cursor);
+    if (has_after) buf_append(&cursor, after, after_len);
+    e->more = false;
+    e->has_after = false;
+    int rc = 0;
+    for (; pos < n; pos++) {
+        uint32_t lo, hi;
+        merkle_bucket_range(a->srv->tree, leaves[pos], &lo, &hi);
+        struct store_rec from = { .key = cursor.data, .key_len = cursor.len };
+        rc = store_scan_hashes(a->srv->store, lo, hi, has_after ? &from : NULL, add_to_page, &f);
+        if (rc < 0) break;
+        if (rc == 1) { /* full inside this leaf: the next page continues after the last record */
+            rc = 0;
+            e->more = true;
+            e->has_after = true;
+            break;
+        }
+        has_after = false;
+        if (a->page.len >= AE_PAGE_BYTES && pos + 1 < n) { /* full at a leaf boundary */
+            e->more = true;
+            pos++;
+            break;
+        }
+    }
+    e->pos = e->more ? pos : n;
+    buf_reset(&e->last);
+    if (e->has_after) buf_append(&e->last, f.last.data, f.last.len);
+    e->nrecs = f.n;
+    if (rc == 0) {
+        put_header(a, T_RECS, sid);
+        put_u8(&a->out, (uint8_t) ((e->more ? F_MORE : 0) | (push ? F_PUSH : 0) |
+                                   (e->has_after ? F_AFTER : 0)));
+        put_u32(&a->out, e->pos);
+        put_u32(&a->out, (uint32_t) e->last.len);
+        buf_append(&a->out, e->last.data, e->last.len);
+        put_u32(&a->out, f.n);
+        buf_append(&a->out, a->page.data, a->page.len);
+    }
+    buf_clear(&cursor);
+    buf_clear(&f.last);
+    return rc;
+}
+
+/* ---- sessions (initiator) ------------------------------------------------------------------ */
+
+static void session_step_timeout(struct loop *l, void *arg);
+
+static void session_end(struct session *s, bool ok, const char *why)
+{
+    struct ae *a = s->ae;
+    uint64_t ms = (loop_now_us() - s->started_us) / 1000;
+    if (ok) {
+        a->stats.completed++;
+        a->stats.last_repair_unix = hlc_wall_ns() / 1000000000ULL;
+        a->stats.last_session_ms = ms;
+        if (s->applied)
+            log_info("ae: session with %s repaired %llu records in %llu ms", s->peer,
+                     (unsigned long long) s->applied, (unsigned long long) ms);
+    } else {
+        a->stats.failed++;
+        log_info("ae: session with %s failed after %llu ms: %s", s->peer, (unsigned long long) ms,
+                 why);
+    }
+    if (s->timer) loop_cancel_timer(a->srv->loop, s->timer);
+    for (struct session **pp = &a->sessions; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    free(s->peer);
+    free(s->cur);
+    free(s->next_nodes);
+    free(s);
+}
+
+static void arm(struct session *s)
+{
+    struct ae *a = s->ae;
+    if (s->timer) loop_cancel_timer(a->srv->loop, s->timer);
+    s->timer = loop_add_timer(a->srv->loop, (uint64_t) a->o.step_timeout_s * 1000000ULL,
+                              session_step_timeout, s);
+}
+
+static void session_step_timeout(struct loop *l, void *arg)
+{
+    struct session *s = arg;
+    (void) l;
+    s->timer = 0;
+    session_end(s, false, "no answer in time");
+}
+
+static void send_nodes_req(struct session *s)
+{
+    struct ae *a = s->ae;
+    s->chunk_n = s->ncur - s->chunk;
+    if (s->chunk_n > AE_MAX_NODES_REQ) s->chunk_n = AE_MAX_NODES_REQ;
+    put_header(a, T_NODES_REQ, s->sid);
+    put_u8(&a->out, (uint8_t) s->level);
+    put_u32(&a->out, (uint32_t) s->chunk_n);
+    for (size_t i = 0; i < s->chunk_n; i++)
+        put_u32(&a->out, s->cur[s->chunk + i]);
+    if (send_to(a, s->peer) < 0) {
+        session_end(s, false, "broker not connected");
+        return;
+    }
+    arm(s);
+}
+
+/* Pushes our records of the current chunk of differing leaves, then asks for the peer's. */
+static void send_pull(struct session *s, uint32_t pos, const uint8_t *after, size_t after_len,
+                      bool has_after)
+{
+    struct ae *a = s->ae;
+    const uint32_t *leaves = s->cur + s->chunk;
+    uint32_t n = (uint32_t) s->chunk_n;
+    put_header(a, T_RECS_REQ, s->sid);
+    put_u32(&a->out, n);
+    for (uint32_t i = 0; i < n; i++)
+        put_u32(&a->out, leaves[i]);
+    put_u32(&a->out, pos);
+    put_u8(&a->out, has_after ? 1 : 0);
+    put_u32(&a->out, (uint32_t) after_len);
+    buf_append(&a->out, after, after_len);
+    if (send_to(a, s->peer) < 0) {
+        session_end(s, false, "broker not connected");
+        return;
+    }
+    arm(s);
+}
+
+static void start_chunk(struct session *s)
+{
+    struct ae *a = s->ae;
+    s->chunk_n = s->ncur - s->chunk;
+    if (s->chunk_n > AE_MAX_LEAVES_REQ) s->chunk_n = AE_MAX_LEAVES_REQ;
+    /* Our side first: the peer applies these before it answers the request that follows on
+     * the same topic, so its answer is already the merged state. */
+    struct page_end e = { 0 };
+    buf_init(&e.last);
+    struct buf after;
+    buf_init(&after);
+    uint32_t pos = 0;
+    bool has_after = false;
+    const char *fail = NULL;
+    for (;;) {
+        if (build_page(a, s->sid, s->cur + s->chunk, (uint32_t) s->chunk_n, pos, after.data,
+                       after.len, has_after, true, &e) < 0) {
+            fail = "storage error";
+            break;
+        }
+        if (e.nrecs && send_to(a, s->peer) < 0) {
+            fail = "broker not connected";
+            break;
+        }
+        a->stats.records_sent += e.nrecs;
+        if (!e.more) break;
+        pos = e.pos;
+        has_after = e.has_after;
+        buf_reset(&after);
+        buf_append(&after, e.last.data, e.last.len);
+    }
+    buf_clear(&after);
+    buf_clear(&e.last);
+    if (fail) session_end(s, false, fail);
+    else send_pull(s, 0, NULL, 0, false);
+}
+
+static void descend(struct session *s)
+{
+    /* All children of this level's nodes compared: move down. */
+    uint32_t *t = s->cur;
+    size_t tcap = s->cap_cur;
+    s->cur = s->next_nodes;
+    s->cap_cur = s->cap_next;
+    s->ncur = s->nnext;
+    s->next_nodes = t;
+    s->cap_next = tcap;
+    s->nnext = 0;
+    s->level++;
+    s->chunk = 0;
+    if (s->ncur == 0) {
+        session_end(s, true, NULL);
+        return;
+    }
+    if (s->level == merkle_depth(s->ae->srv->tree)) {
+        s->pulling = true;
+        start_chunk(s);
+    } else {
+        send_nodes_req(s);
+    }
+}
+
+static void on_nodes(struct session *s, struct cur *c)
+{
+    struct ae *a = s->ae;
+    struct merkle *m = a->srv->tree;
+    unsigned f = merkle_fanout(m), d = merkle_depth(m);
+    unsigned pf = (unsigned) get_le(c, 2), pd = (unsigned) get_le(c, 1);
+    unsigned level = (unsigned) get_le(c, 1);
+    uint32_t n = (uint32_t) get_le(c, 4);
+    if (c->bad) goto malformed;
+    if (pf != f || pd != d) {
+        log_warn("ae: %s has a %ux%u tree, this node %ux%u: set the same anti_entropy fanout and "
+                 "depth on every node", s->peer, pf, pd, f, d);
+        session_end(s, false, "tree shapes differ");
+        return;
+    }
+    if (s->pulling || level != s->level || n != s->chunk_n) goto malformed;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t idx = (uint32_t) get_le(c, 4);
+        const uint8_t *digests;
+        if (!take(c, (size_t) f * MERKLE_DIGEST_LEN, &digests)) goto malformed;
+        if (idx != s->cur[s->chunk + i]) goto malformed;
+        a->stats.digests_received += f;
+        for (unsigned k = 0; k < f; k++) {
+            uint32_t child = idx * f + k;
+            uint8_t mine[MERKLE_DIGEST_LEN];
+            if (merkle_node(m, level + 1, child, mine) < 0) goto malformed;
+            if (!memcmp(mine, digests + (size_t) k * MERKLE_DIGEST_LEN, MERKLE_DIGEST_LEN)) continue;
+            if (s->nnext == s->cap_next) {
+                s->cap_next = s->cap_next ? s->cap_next * 2 : 64;
+                s->next_nodes = xrealloc(s->next_nodes, s->cap_next * sizeof(*s->next_nodes));
+            }
+            s->next_nodes[s->nnext++] = child;
+        }
+    }
+    if (c->left) goto malformed;
+    s->chunk += s->chunk_n;
+    if (s->chunk < s->ncur) send_nodes_req(s);
+    else descend(s);
+    return;
+malformed:
+    a->stats.malformed++;
+    session_end(s, false, "malformed digests answer");
+}
+
+/* Applies the records of a T_RECS body (after flags/cursor). Returns records applied or -1. */
+static int64_t apply_records(struct ae *a, struct cur *c)
+{
+    uint32_t n = (uint32_t) get_le(c, 4);
+    int64_t applied = 0;
+    for (uint32_t i = 0; i < n && !c->bad; i++) {
+        struct store_rec r;
+        if (!get_rec(c, &r)) break;
+        (void) hlc_recv(&a->srv->hlc, hlc_wall_ns(), r.ts);
+        int rc = lww_apply(a->srv->store, &r);
+        if (rc < 0) {
+            a->srv->txn_failed = true;
+            return -1;
+        }
+        a->stats.records_received++;
+        if (rc == LWW_APPLIED) applied++;
+    }
+    if (c->bad || c->left) {
+        a->stats.malformed++;
+        return -1;
+    }
+    a->stats.records_applied += (uint64_t) applied;
+    return applied;
+}
+
+static void on_recs_answer(struct session *s, struct cur *c, uint8_t flags)
+{
+    uint32_t pos = (uint32_t) get_le(c, 4);
+    size_t klen = (size_t) get_le(c, 4);
+    const uint8_t *key = NULL;
+    if (!s->pulling || (flags & F_PUSH) || !take(c, klen, &key)) {
+        s->ae->stats.malformed++;
+        session_end(s, false, "malformed records answer");
+        return;
+    }
+    struct buf cursor;
+    buf_init(&cursor);
+    buf_append(&cursor, key, klen);
+    int64_t applied = apply_records(s->ae, c);
+    if (applied < 0) {
+        buf_clear(&cursor);
+        session_end(s, false, "bad records answer or storage error");
+        return;
+    }
+    s->applied += (uint64_t) applied;
+    if (flags & F_MORE) {
+        if (pos >= s->chunk_n) {
+            buf_clear(&cursor);
+            session_end(s, false, "malformed records cursor");
+            return;
+        }
+        send_pull(s, pos, cursor.data, cursor.len, (flags & F_AFTER) != 0);
+    } else {
+        s->chunk += s->chunk_n;
+        if (s->chunk < s->ncur) start_chunk(s);
+        else session_end(s, true, NULL);
+    }
+    buf_clear(&cursor);
+}
+
+static void start_session(struct ae *a, const char *peer)
+{
+    struct session *s = xcalloc(1, sizeof(*s));
+    s->ae = a;
+    s->peer = xstrdup(peer);
+    randombytes_buf(&s->sid, sizeof(s->sid));
+    s->started_us = loop_now_us();
+    s->cur = xmalloc(sizeof(*s->cur));
+    s->cur[0] = 0;
+    s->ncur = s->cap_cur = 1;
+    s->next = a->sessions;
+    a->sessions = s;
+    a->stats.started++;
+    send_nodes_req(s);
+}
+
+/* ---- the peer's side (stateless) ----------------------------------------------------------- */
+
+static void answer_nodes(struct ae *a, const char *from, uint64_t sid, struct cur *c)
+{
+    struct merkle *m = a->srv->tree;
+    unsigned f = merkle_fanout(m), d = merkle_depth(m);
+    unsigned level = (unsigned) get_le(c, 1);
+    uint32_t n = (uint32_t) get_le(c, 4);
+    if (c->bad || n > AE_MAX_NODES_REQ || c->left != (size_t) n * 4 || level >= d) goto malformed;
+    put_header(a, T_NODES, sid);
+    put_u16(&a->out, (uint16_t) f);
+    put_u8(&a->out, (uint8_t) d);
+    put_u8(&a->out, (uint8_t) level);
+    put_u32(&a->out, n);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t idx = (uint32_t) get_le(c, 4);
+        uint64_t width = 1;
+        for (unsigned l = 0; l < level; l++)
+            width *= f;
+        if (idx >= width) goto malformed;
+        put_u32(&a->out, idx);
+        for (unsigned k = 0; k < f; k++) {
+            uint8_t dg[MERKLE_DIGEST_LEN];
+            if (merkle_node(m, level + 1, idx * f + k, dg) < 0) goto malformed;
+            buf_append(&a->out, dg, sizeof(dg));
+        }
+    }
+    (void) send_to(a, from);
+    return;
+malformed:
+    a->stats.malformed++;
+}
+
+static void answer_recs(struct ae *a, const char *from, uint64_t sid, struct cur *c)
+{
+    uint32_t n = (uint32_t) get_le(c, 4);
+    if (c->bad || n == 0 || n > AE_MAX_LEAVES_REQ || c->left < (size_t) n * 4) goto malformed;
+    uint32_t leaves[AE_MAX_LEAVES_REQ];
+    for (uint32_t i = 0; i < n; i++) {
+        leaves[i] = (uint32_t) get_le(c, 4);
+        if (leaves[i] >= merkle_leaves(a->srv->tree)) goto malformed;
+    }
+    uint32_t pos = (uint32_t) get_le(c, 4);
+    uint8_t has_after = (uint8_t) get_le(c, 1);
+    size_t klen = (size_t) get_le(c, 4);
+    const uint8_t *key = NULL;
+    if (!take(c, klen, &key) || c->left || pos >= n || has_after > 1) goto malformed;
+    struct page_end e = { 0 };
+    buf_init(&e.last);
+    if (build_page(a, sid, leaves, n, pos, key, klen, has_after, false, &e) == 0) {
+        a->stats.records_sent += e.nrecs;
+        (void) send_to(a, from);
+    }
+    buf_clear(&e.last);
+    return;
+malformed:
+    a->stats.malformed++;
+}
+
+void ae_on_message(struct ae *a, const uint8_t *payload, size_t len)
+{
+    struct cur c = { payload, len, false };
+    a->stats.bytes_received += len;
+    const uint8_t *magic, *fromp;
+    if (len > AE_MAX_MESSAGE || !take(&c, 2, &magic) || magic[0] != AE_MAGIC0 ||
+        magic[1] != AE_MAGIC1 || get_le(&c, 1) != AE_VERSION) {
+        a->stats.malformed++;
+        return;
+    }
+    unsigned type = (unsigned) get_le(&c, 1);
+    uint64_t sid = get_le(&c, 8);
+    size_t flen = (size_t) get_le(&c, 1);
+    if (!take(&c, flen, &fromp) || flen == 0) {
+        a->stats.malformed++;
+        return;
+    }
+    char from[256];
+    memcpy(from, fromp, flen);
+    from[flen] = '\0';
+    if (strlen(from) != flen || strchr(from, '/') || strchr(from, '+') || strchr(from, '#')) {
+        a->stats.malformed++;
+        return;
+    }
+    switch (type) {
+    case T_NODES_REQ: answer_nodes(a, from, sid, &c); return;
+    case T_RECS_REQ: answer_recs(a, from, sid, &c); return;
+    case T_NODES:
+    case T_RECS: break;
+    default: a->stats.malformed++; return;
+    }
+    uint8_t flags = 0;
+    if (type == T_RECS) {
+        flags = (uint8_t) get_le(&c, 1);
+        if (flags & F_PUSH) { /* records pushed by an initiator: apply, no answer */
+            (void) get_le(&c, 4);
+            size_t klen = (size_t) get_le(&c, 4);
+            const uint8_t *skip;
+            if (!take(&c, klen, &skip)) a->stats.malformed++;
+            else (void) apply_records(a, &c);
+            return;
+        }
+    }
+    struct session *s = a->sessions;
+    while (s && (s->sid != sid || strcmp(s->peer, from) != 0))
+        s = s->next;
+    if (!s) return; /* a late answer of a session that ended */
+    if (type == T_NODES) on_nodes(s, &c);
+    else on_recs_answer(s, &c, flags);
+}
+
+/* ---- rounds -------------------------------------------------------------------------------- */
+
+void ae_run_now(struct ae *a)
+{
+    const char *peers[AE_MAX_PEERS];
+    size_t n = repl_online_peers(a->repl, peers, AE_MAX_PEERS);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(peers[i], a->srv->node_id) <= 0) continue; /* the smaller id initiates */
+        bool busy = false;
+        for (struct session *s = a->sessions; s && !busy; s = s->next)
+            busy = !strcmp(s->peer, peers[i]);
+        if (!busy) start_session(a, peers[i]);
+    }
+}
+
+static void round_tick(struct loop *l, void *arg)
+{
+    struct ae *a = arg;
+    if (repl_is_enabled(a->repl)) ae_run_now(a);
+    a->round_timer = loop_add_timer(l, (uint64_t) a->o.interval_s * 1000000ULL, round_tick, a);
+}
+
+int ae_new(struct ae **out, struct server *srv, struct repl *r, const struct ae_opts *o)
+{
+    struct ae *a = xcalloc(1, sizeof(*a));
+    a->srv = srv;
+    a->repl = r;
+    a->o = *o;
+    if (a->o.interval_s < 1) a->o.interval_s = 1;
+    if (a->o.step_timeout_s < 1) a->o.step_timeout_s = 1;
+    buf_init(&a->out);
+    buf_init(&a->page);
+    if (o->enabled)
+        a->round_timer = loop_add_timer(srv->loop, (uint64_t) a->o.interval_s * 1000000ULL,
+                                        round_tick, a);
+    *out = a;
+    return 0;
+}
+
+void ae_free(struct ae *a)
+{
+    if (!a) return;
+    while (a->sessions) {
+        struct session *s = a->sessions;
+        a->sessions = s->next;
+        if (s->timer) loop_cancel_timer(a->srv->loop, s->timer);
+        free(s->peer);
+        free(s->cur);
+        free(s->next_nodes);
+        free(s);
+    }
+    if (a->round_timer) loop_cancel_timer(a->srv->loop, a->round_timer);
+    buf_clear(&a->out);
+    buf_clear(&a->page);
+    free(a);
+}
+
+void ae_info(const struct ae *a, struct buf *b)
+{
+    size_t running = 0;
+    for (const struct session *s = a ? a->sessions : NULL; s; s = s->next)
+        running++;
+    buf_printf(b,
+               "ae_enabled:%d\r\nae_sessions_started:%llu\r\nae_sessions_completed:%llu\r\n"
+               "ae_sessions_failed:%llu\r\nae_sessions_running:%zu\r\nae_records_sent:%llu\r\n"
+               "ae_records_received:%llu\r\nae_records_applied:%llu\r\nae_bytes_sent:%llu\r\n"
+               "ae_bytes_received:%llu\r\nae_digests_received:%llu\r\nae_malformed:%llu\r\n"
+               "ae_last_repair_unix:%llu\r\nae_last_session_ms:%llu\r\n",
+               a && a->o.enabled ? 1 : 0, (unsigned long long) (a ? a->stats.started : 0),
+               (unsigned long long) (a ? a->stats.completed : 0),
+               (unsigned long long) (a ? a->stats.failed : 0), running,
+               (unsigned long long) (a ? a->stats.records_sent : 0),
+               (unsigned long long) (a ? a->stats.records_received : 0),
+               (unsigned long long) (a ? a->stats.records_applied : 0),
+               (unsigned long long) (a ? a->stats.bytes_sent : 0),
+               (unsigned long long) (a ? a->stats.bytes_received : 0),
+               (unsigned long long) (a ? a->stats.digests_received : 0),
+               (unsigned long long) (a ? a->stats.malformed : 0),
+               (unsigned long long) (a ? a->stats.last_repair_unix : 0),
+               (unsigned long long) (a ? a->stats.last_session_ms : 0));
+}
