@@ -26,9 +26,9 @@
 #include "arborkv/server.h"
 #include "arborkv/store.h"
 
-#define AE_MAGIC0   'A'
-#define AE_MAGIC1   'E'
-#define AE_VERSION  1
+#define AE_MAGIC0    'A'
+#define AE_MAGIC1    'E'
+#define AE_VERSION   1
 #define AE_MAX_PEERS 64 /* sessions started per round at most */
 
 enum ae_type { T_NODES_REQ = 1, T_NODES = 2, T_RECS_REQ = 3, T_RECS = 4 };
@@ -39,16 +39,16 @@ struct session {
     struct ae *ae;
     char *peer;
     uint64_t sid;
-    bool pulling;        /* false: descending the trees; true: exchanging leaf records */
-    unsigned level;      /* level of the nodes in cur (descent) */
-    uint32_t *cur;       /* nodes to expand, or differing leaves */
+    bool pulling;   /* false: descending the trees; true: exchanging leaf records */
+    unsigned level; /* level of the nodes in cur (descent) */
+    uint32_t *cur;  /* nodes to expand, or differing leaves */
     size_t ncur, cap_cur;
     size_t chunk, chunk_n; /* the slice of cur the outstanding request covers */
     uint32_t *next_nodes;
     size_t nnext, cap_next;
-    uint64_t timer;      /* step timeout */
+    uint64_t timer; /* step timeout */
     uint64_t started_us;
-    uint64_t applied;    /* records that won LWW here */
+    uint64_t applied; /* records that won LWW here */
 };
 
 struct ae {
@@ -57,8 +57,8 @@ struct ae {
     struct ae_opts o;
     uint64_t round_timer;
     struct session *sessions;
-    struct buf out;      /* message being built */
-    struct buf page;     /* records of a page */
+    struct buf out;  /* message being built */
+    struct buf page; /* records of a page */
     struct {
         uint64_t started, completed, failed, records_sent, records_received, records_applied,
                 bytes_sent, bytes_received, digests_received, malformed;
@@ -183,8 +183,8 @@ static bool get_rec(struct cur *c, struct store_rec *r)
 
 struct page_fill {
     struct ae *a;
-    uint32_t n;          /* records in the page */
-    struct buf last;     /* key of the last record added (the cursor) */
+    uint32_t n;      /* records in the page */
+    struct buf last; /* key of the last record added (the cursor) */
 };
 
 static int add_to_page(void *arg, const struct store_rec *rec)
@@ -383,8 +383,10 @@ static void start_chunk(struct session *s)
     }
     buf_clear(&after);
     buf_clear(&e.last);
-    if (fail) session_end(s, false, fail);
-    else send_pull(s, 0, NULL, 0, false);
+    if (fail)
+        session_end(s, false, fail);
+    else
+        send_pull(s, 0, NULL, 0, false);
 }
 
 static void descend(struct session *s)
@@ -423,7 +425,8 @@ static void on_nodes(struct session *s, struct cur *c)
     if (c->bad) goto malformed;
     if (pf != f || pd != d) {
         log_warn("ae: %s has a %ux%u tree, this node %ux%u: set the same anti_entropy fanout and "
-                 "depth on every node", s->peer, pf, pd, f, d);
+                 "depth on every node",
+                 s->peer, pf, pd, f, d);
         session_end(s, false, "tree shapes differ");
         return;
     }
@@ -438,7 +441,8 @@ static void on_nodes(struct session *s, struct cur *c)
             uint32_t child = idx * f + k;
             uint8_t mine[MERKLE_DIGEST_LEN];
             if (merkle_node(m, level + 1, child, mine) < 0) goto malformed;
-            if (!memcmp(mine, digests + (size_t) k * MERKLE_DIGEST_LEN, MERKLE_DIGEST_LEN)) continue;
+            if (!memcmp(mine, digests + (size_t) k * MERKLE_DIGEST_LEN, MERKLE_DIGEST_LEN))
+                continue;
             if (s->nnext == s->cap_next) {
                 s->cap_next = s->cap_next ? s->cap_next * 2 : 64;
                 s->next_nodes = xrealloc(s->next_nodes, s->cap_next * sizeof(*s->next_nodes));
@@ -448,8 +452,10 @@ static void on_nodes(struct session *s, struct cur *c)
     }
     if (c->left) goto malformed;
     s->chunk += s->chunk_n;
-    if (s->chunk < s->ncur) send_nodes_req(s);
-    else descend(s);
+    if (s->chunk < s->ncur)
+        send_nodes_req(s);
+    else
+        descend(s);
     return;
 malformed:
     a->stats.malformed++;
@@ -510,8 +516,10 @@ static void on_recs_answer(struct session *s, struct cur *c, uint8_t flags)
         send_pull(s, pos, cursor.data, cursor.len, (flags & F_AFTER) != 0);
     } else {
         s->chunk += s->chunk_n;
-        if (s->chunk < s->ncur) start_chunk(s);
-        else session_end(s, true, NULL);
+        if (s->chunk < s->ncur)
+            start_chunk(s);
+        else
+            session_end(s, true, NULL);
     }
     buf_clear(&cursor);
 }
@@ -616,11 +624,18 @@ void ae_on_message(struct ae *a, const uint8_t *payload, size_t len)
         return;
     }
     switch (type) {
-    case T_NODES_REQ: answer_nodes(a, from, sid, &c); return;
-    case T_RECS_REQ: answer_recs(a, from, sid, &c); return;
+    case T_NODES_REQ:
+        answer_nodes(a, from, sid, &c);
+        return;
+    case T_RECS_REQ:
+        answer_recs(a, from, sid, &c);
+        return;
     case T_NODES:
-    case T_RECS: break;
-    default: a->stats.malformed++; return;
+    case T_RECS:
+        break;
+    default:
+        a->stats.malformed++;
+        return;
     }
     uint8_t flags = 0;
     if (type == T_RECS) {
@@ -629,8 +644,10 @@ void ae_on_message(struct ae *a, const uint8_t *payload, size_t len)
             (void) get_le(&c, 4);
             size_t klen = (size_t) get_le(&c, 4);
             const uint8_t *skip;
-            if (!take(&c, klen, &skip)) a->stats.malformed++;
-            else (void) apply_records(a, &c);
+            if (!take(&c, klen, &skip))
+                a->stats.malformed++;
+            else
+                (void) apply_records(a, &c);
             return;
         }
     }
@@ -638,8 +655,10 @@ void ae_on_message(struct ae *a, const uint8_t *payload, size_t len)
     while (s && (s->sid != sid || strcmp(s->peer, from) != 0))
         s = s->next;
     if (!s) return; /* a late answer of a session that ended */
-    if (type == T_NODES) on_nodes(s, &c);
-    else on_recs_answer(s, &c, flags);
+    if (type == T_NODES)
+        on_nodes(s, &c);
+    else
+        on_recs_answer(s, &c, flags);
 }
 
 /* ---- rounds -------------------------------------------------------------------------------- */
@@ -675,8 +694,8 @@ int ae_new(struct ae **out, struct server *srv, struct repl *r, const struct ae_
     buf_init(&a->out);
     buf_init(&a->page);
     if (o->enabled)
-        a->round_timer = loop_add_timer(srv->loop, (uint64_t) a->o.interval_s * 1000000ULL,
-                                        round_tick, a);
+        a->round_timer =
+                loop_add_timer(srv->loop, (uint64_t) a->o.interval_s * 1000000ULL, round_tick, a);
     *out = a;
     return 0;
 }

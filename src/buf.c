@@ -117,3 +117,23 @@ void buf_truncate(struct buf *b, size_t n)
     b->len = n;
     b->data[n] = '\0';
 }
+
+bool parse_i64(const uint8_t *p, size_t len, int64_t *out)
+{
+    size_t i = 0;
+    bool neg = false;
+    if (len > 0 && (p[0] == '+' || p[0] == '-')) {
+        neg = p[0] == '-';
+        i = 1;
+    }
+    if (i == len) return false;
+    uint64_t v = 0, limit = neg ? (uint64_t) INT64_MAX + 1 : (uint64_t) INT64_MAX;
+    for (; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9') return false;
+        uint64_t d = (uint64_t) (p[i] - '0');
+        if (v > (limit - d) / 10) return false;
+        v = v * 10 + d;
+    }
+    if (out) *out = neg ? (int64_t) (0 - v) : (int64_t) v;
+    return true;
+}

@@ -137,27 +137,6 @@ static const struct cmd_def *lookup(const struct slice *name)
     return NULL;
 }
 
-bool parse_i64(const uint8_t *p, size_t len, int64_t *out)
-{
-    size_t i = 0;
-    bool neg = false;
-    if (len == 0) return false;
-    if (p[0] == '-' || p[0] == '+') {
-        neg = p[0] == '-';
-        i = 1;
-        if (len == 1) return false;
-    }
-    uint64_t v = 0, limit = neg ? (uint64_t) INT64_MAX + 1 : (uint64_t) INT64_MAX;
-    for (; i < len; i++) {
-        if (p[i] < '0' || p[i] > '9') return false;
-        uint64_t d = (uint64_t) (p[i] - '0');
-        if (v > (limit - d) / 10) return false;
-        v = v * 10 + d;
-    }
-    *out = neg ? (int64_t) (0 - v) : (int64_t) v;
-    return true;
-}
-
 /* ---- replies ---- */
 
 static void crlf(struct buf *b)

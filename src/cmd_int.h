@@ -22,37 +22,37 @@
 struct conn;
 
 struct cmd_ctx {
-    struct server *srv;         /* server */
-    struct conn *c;             /* client the reply goes to */
-    const struct slice *argv;   /* [borrow] request; argv[0] is the command name */
-    size_t argc;                /* entries in argv, >= 1 */
-    struct buf *out;            /* c->out */
-    bool resp;                  /* true: RESP2 client, false: line protocol */
+    struct server *srv;       /* server */
+    struct conn *c;           /* client the reply goes to */
+    const struct slice *argv; /* [borrow] request; argv[0] is the command name */
+    size_t argc;              /* entries in argv, >= 1 */
+    struct buf *out;          /* c->out */
+    bool resp;                /* true: RESP2 client, false: line protocol */
 };
 
 typedef void cmd_fn(struct cmd_ctx *x);
 
 enum cmd_flags {
-    CMD_LINE = 1 << 0,    /* reachable from the line protocol (after line.c's grammar) */
-    CMD_RESP = 1 << 1,    /* reachable from RESP2 */
-    CMD_TXN = 1 << 2,     /* MULTI/EXEC/DISCARD/WATCH/QUIT: run immediately even inside MULTI */
+    CMD_LINE = 1 << 0, /* reachable from the line protocol (after line.c's grammar) */
+    CMD_RESP = 1 << 1, /* reachable from RESP2 */
+    CMD_TXN = 1 << 2,  /* MULTI/EXEC/DISCARD/WATCH/QUIT: run immediately even inside MULTI */
 };
 
 struct cmd_def {
-    const char *name;   /* upper case; the table is sorted by name (checked in cmd_init) */
-    int arity;          /* RESP argc: N exactly, or -N for at least N */
-    unsigned flags;     /* enum cmd_flags */
-    enum stat_cat cat;  /* STATS family */
-    cmd_fn *fn;         /* handler */
+    const char *name;  /* upper case; the table is sorted by name (checked in cmd_init) */
+    int arity;         /* RESP argc: N exactly, or -N for at least N */
+    unsigned flags;    /* enum cmd_flags */
+    enum stat_cat cat; /* STATS family */
+    cmd_fn *fn;        /* handler */
 };
 
 /* State of the command layer, hung on server->cmd_state. */
 struct cmd_state {
-    struct buf tmp;           /* scratch for building values and multi-line replies */
-    struct buf tmp2;          /* second scratch buffer */
+    struct buf tmp;              /* scratch for building values and multi-line replies */
+    struct buf tmp2;             /* second scratch buffer */
     struct scan_cursor *cursors; /* RESP SCAN cursor ring, CMD_SCAN_CURSORS entries */
-    size_t next_cursor_slot;  /* ring position of the next cursor to hand out */
-    uint64_t cursor_seq;      /* last cursor id handed out */
+    size_t next_cursor_slot;     /* ring position of the next cursor to hand out */
+    uint64_t cursor_seq;         /* last cursor id handed out */
 };
 
 /* ---- replies (cmd.c) ---- */
@@ -75,8 +75,6 @@ void reply_status(struct cmd_ctx *x, const char *status);
  * RESP: the body as one bulk string with CRLF line ends. */
 void reply_lines(struct cmd_ctx *x, const char *header, const struct buf *body);
 
-/* Parses a signed 64-bit decimal (optional sign, digits only). Returns true on success. */
-bool parse_i64(const uint8_t *p, size_t len, int64_t *out);
 /* Compares a slice with an upper-case ASCII word, case-insensitively. */
 bool slice_is(const struct slice *s, const char *upper);
 
@@ -85,7 +83,7 @@ bool slice_is(const struct slice *s, const char *upper);
  * now), fresh op_id, in the turn's transaction, and hands it to replication as an `op` event.
  * Returns 0, or <0 after marking the turn failed. */
 int kv_write(struct server *srv, enum codec_op op, const uint8_t *key, size_t key_len,
-        const uint8_t *value, size_t value_len, uint64_t ts);
+             const uint8_t *value, size_t value_len, uint64_t ts);
 /* Reports a storage failure to the client ("storage error"). */
 void reply_storage_error(struct cmd_ctx *x);
 

@@ -19,8 +19,8 @@
  *     "requires arguments" message still uses the word as typed (step 4 of §2).
  *   - Amounts and the "only token is an integer" test use one strict signed 64-bit decimal
  *     syntax: optional '+' or '-', then one or more ASCII digits, nothing else, no overflow: the
- *     syntax of Rust's i64::from_str (MerkleKV is a Rust program) and of cmd.c's parse_i64, which
- *     reads the amount again.
+ *     syntax of Rust's i64::from_str (MerkleKV is a Rust program) and of buf.c's parse_i64 (which
+ *     the command layer uses to read the amount).
  *   - SYNC's port is one or more ASCII digits (leading zeros allowed) with a value <= 65535; its
  *     options are case-sensitive, and the canonical argv lists them as --full then --verify
  *     whatever order they were given in.
@@ -197,26 +197,6 @@ static bool has_byte(const uint8_t *p, size_t len, uint8_t ch)
     return len > 0 && memchr(p, ch, len) != NULL;
 }
 
-/* Strict signed 64-bit decimal: [+-]?[0-9]+ with no overflow (see the header comment). */
-static bool is_i64(const uint8_t *p, size_t len)
-{
-    size_t i = 0;
-    bool neg = false;
-    if (len > 0 && (p[0] == '+' || p[0] == '-')) {
-        neg = p[0] == '-';
-        i = 1;
-    }
-    if (i == len) return false;
-    uint64_t v = 0, limit = neg ? (uint64_t) INT64_MAX + 1 : (uint64_t) INT64_MAX;
-    for (; i < len; i++) {
-        if (p[i] < '0' || p[i] > '9') return false;
-        uint64_t d = (uint64_t) (p[i] - '0');
-        if (v > (limit - d) / 10) return false;
-        v = v * 10 + d;
-    }
-    return true;
-}
-
 /* SYNC's port: one or more ASCII digits with a value in 0..=65535. */
 static bool is_port(const uint8_t *p, size_t len)
 {
@@ -325,8 +305,9 @@ static int parse_incdec(struct line_cmd *c, bool dec, const uint8_t *rest, size_
     size_t n = push_tokens(c, rest, rest_len);
     /* Trimming leaves rest ending in a non-separator, so n >= 1; stay safe anyway. */
     if (n == 0) return fail_cmd(c, name, "requires a key");
-    if (n == 1 && is_i64(c->argv[1].p, c->argv[1].len)) return fail_cmd(c, name, "requires a key");
-    if (n >= 2 && !is_i64(c->argv[2].p, c->argv[2].len))
+    if (n == 1 && parse_i64(c->argv[1].p, c->argv[1].len, NULL))
+        return fail_cmd(c, name, "requires a key");
+    if (n >= 2 && !parse_i64(c->argv[2].p, c->argv[2].len, NULL))
         return fail_cmd(c, name, "amount must be a valid number");
     if (n == 1) push_str(c, "1");
     c->argc = 3; /* extra tokens ignored */

@@ -34,9 +34,9 @@
 #include "arborkv/server.h"
 #include "arborkv/store.h"
 
-#define SHUTDOWN_FLUSH_US  500000 /* time given to clients to read their last replies */
-#define EXIT_CONFIG        2      /* bad configuration or command line */
-#define REPL_DISCONNECT_MS 300    /* time given to the broker link to say goodbye at shutdown */
+#define SHUTDOWN_FLUSH_US  500000    /* time given to clients to read their last replies */
+#define EXIT_CONFIG        2         /* bad configuration or command line */
+#define REPL_DISCONNECT_MS 300       /* time given to the broker link to say goodbye at shutdown */
 #define MAX_TREE_LEAVES    (1 << 20) /* Merkle leaf buckets at most (~38 MB of tree) */
 
 static void on_signal(struct loop *l, int fd, unsigned events, void *arg)
@@ -103,7 +103,8 @@ static int start_replication(struct server *srv, const struct conf *c)
     int rc = repl_new(&srv->repl, srv, &o);
     struct ae_opts ao = { .enabled = c->ae_enabled,
                           .interval_s = c->ae_interval_seconds,
-                          .step_timeout_s = c->ae_interval_seconds < 5 ? c->ae_interval_seconds : 5 };
+                          .step_timeout_s =
+                                  c->ae_interval_seconds < 5 ? c->ae_interval_seconds : 5 };
     if (rc == 0) rc = ae_new(&srv->ae, srv, srv->repl, &ao);
     if (rc < 0)
         log_error("cannot start replication: %s", strerror(-rc));
@@ -111,6 +112,16 @@ static int start_replication(struct server *srv, const struct conf *c)
         log_info("replication: broker %s:%d, topics %s/events/#", c->mqtt_broker, c->mqtt_port,
                  c->topic_prefix);
     return rc;
+}
+
+/* --version or --help: prints to stdout, returns the exit status (0). */
+static int print_action(const char *action, const char *prog)
+{
+    if (strcmp(action, "version") == 0)
+        printf("arborkv %s\n", ARBORKV_VERSION);
+    else
+        conf_print_usage(prog);
+    return 0;
 }
 
 static int config_error(const struct conf_error *err)
@@ -169,11 +180,7 @@ int main(int argc, char **argv)
         if (action) break;
     }
     if (action) {
-        if (strcmp(action, "version") == 0)
-            printf("arborkv %s\n", ARBORKV_VERSION);
-        else
-            conf_print_usage(argv[0]);
-        status = 0;
+        status = print_action(action, argv[0]);
         goto out;
     }
     if (path && conf_load_file(&conf, path, &err) < 0) {
@@ -186,11 +193,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (rc == 1) {
-        if (strcmp(action, "version") == 0)
-            printf("arborkv %s\n", ARBORKV_VERSION);
-        else
-            conf_print_usage(argv[0]);
-        status = 0;
+        status = print_action(action, argv[0]);
         goto out;
     }
     log_threshold = (enum log_level) conf.log_level;

@@ -362,7 +362,8 @@ static void on_message(void *arg, const char *topic, const uint8_t *payload, siz
         return;
     }
     if (!strncmp(rest, "ae/", 3)) {
-        if (r->srv->ae && !strcmp(rest + 3, r->srv->node_id)) ae_on_message(r->srv->ae, payload, len);
+        if (r->srv->ae && !strcmp(rest + 3, r->srv->node_id))
+            ae_on_message(r->srv->ae, payload, len);
         return;
     }
     if (strncmp(rest, "events", 6) != 0 || (rest[6] != '\0' && rest[6] != '/')) return;

@@ -200,8 +200,8 @@ struct store {
     struct merkle *tree;            /* [borrow] tree kept in step with the records, or NULL */
     struct undo *undo;              /* tree changes of the open transaction, for rollback */
     size_t nundo, undo_cap;
-    struct buf scan_lo;             /* scratch: lower bound of the current scan */
-    struct buf scan_hi;             /* scratch: upper bound (prefix successor) */
+    struct buf scan_lo; /* scratch: lower bound of the current scan */
+    struct buf scan_hi; /* scratch: upper bound (prefix successor) */
 };
 
 /* One tree change of the open transaction: digest old (if has_old) replaced by new (if has_new). */
@@ -1010,8 +1010,8 @@ int store_attach_tree(struct store *st, struct merkle *m)
     release_pending(st);
     assert(!st->in_txn && !st->tree);
     sqlite3_stmt *s = NULL, *fix = NULL;
-    int rc = sqlite3_prepare_v2(st->db, "SELECT key, tombstone, ts, op_id, value, khash FROM records",
-                                -1, &s, NULL);
+    int rc = sqlite3_prepare_v2(
+            st->db, "SELECT key, tombstone, ts, op_id, value, khash FROM records", -1, &s, NULL);
     if (rc != SQLITE_OK) return sql_fail(st, NULL, "build tree");
     struct buf stale; /* keys whose stored khash is wrong (older schema, hand edits) */
     buf_init(&stale);
@@ -1072,10 +1072,11 @@ int store_scan_hashes(struct store *st, uint32_t lo, uint32_t hi, const struct s
 {
     release_pending(st);
     sqlite3_stmt *s = st->stmt[STMT_BUCKET];
-    int rc = sqlite3_bind_int64(s, 1, after ? (sqlite3_int64) merkle_key_hash(after->key, after->key_len)
-                                            : (sqlite3_int64) lo - 1);
-    if (rc == SQLITE_OK) rc = after ? bind_bytes(s, 2, after->key, after->key_len)
-                                    : bind_bytes(s, 2, NULL, 0);
+    int rc = sqlite3_bind_int64(s, 1,
+                                after ? (sqlite3_int64) merkle_key_hash(after->key, after->key_len)
+                                      : (sqlite3_int64) lo - 1);
+    if (rc == SQLITE_OK)
+        rc = after ? bind_bytes(s, 2, after->key, after->key_len) : bind_bytes(s, 2, NULL, 0);
     if (rc == SQLITE_OK) rc = sqlite3_bind_int64(s, 3, hi);
     if (rc != SQLITE_OK) return sql_fail(st, s, stmt_defs[STMT_BUCKET].op);
     int ret = 0;

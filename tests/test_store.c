@@ -4,8 +4,8 @@
  * persistence, scans over binary keys, and the files store_open must refuse without touching.
  * Each case works in its own mkdtemp() directory and removes it at the end.
  */
-#include "arborkv/store.h"
 #include "arborkv/merkle.h"
+#include "arborkv/store.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -23,10 +23,10 @@
 
 #include "arborkv/buf.h"
 
-#define AE_MAX_MESSAGE   (4u * 1024 * 1024) /* bytes of one received message */
-#define AE_PAGE_BYTES    (256u * 1024)      /* target size of a records page */
-#define AE_MAX_NODES_REQ 512                /* nodes whose children one request asks for */
-#define AE_MAX_LEAVES_REQ 256               /* leaf buckets one records request covers */
+#define AE_MAX_MESSAGE    (4u * 1024 * 1024) /* bytes of one received message */
+#define AE_PAGE_BYTES     (256u * 1024)      /* target size of a records page */
+#define AE_MAX_NODES_REQ  512                /* nodes whose children one request asks for */
+#define AE_MAX_LEAVES_REQ 256                /* leaf buckets one records request covers */
 
 struct server;
 struct repl;

@@ -10,6 +10,7 @@
 #define ARBORKV_BUF_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +39,13 @@ void buf_append_u64(struct buf *b, uint64_t v);
 void buf_append_i64(struct buf *b, int64_t v);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/*
+ * Parses a strict signed 64-bit decimal, [+-]?[0-9]+ with no overflow, no spaces (the syntax of
+ * Rust's i64::from_str, which MerkleKV clients expect, and of Redis's integers). Returns false
+ * when p[0..len) is not one; *out (may be NULL) is set only on success.
+ */
+bool parse_i64(const uint8_t *p, size_t len, int64_t *out);
+
 /* Drops the first n bytes (n <= len). */
 void buf_consume(struct buf *b, size_t n);
 /* Cuts the buffer back to n bytes (n <= len). */
