@@ -83,11 +83,23 @@ def wait_until(pred, timeout_s, what, interval_s=0.02):
         time.sleep(interval_s)
 
 
+_ports_handed_out = set()
+
+
 def free_port(host=LOOPBACK):
-    """Returns a TCP port that was free on host a moment ago (bind to port 0, read it back)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """Returns a TCP port that was free on host a moment ago (bind to port 0, read it back).
+
+    A port is handed out once per test session: a port picked for a process that is not started
+    yet (a broker started later in the test) must not be picked again for another one.
+    """
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _ports_handed_out:
+            _ports_handed_out.add(port)
+            return port
+    raise RuntimeError("no free loopback port that was not handed out already")
 
 
 def port_is_listening(port, host=LOOPBACK):
