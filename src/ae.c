@@ -32,7 +32,7 @@
 #define AE_MAX_PEERS 64 /* sessions started per round at most */
 
 enum ae_type { T_NODES_REQ = 1, T_NODES = 2, T_RECS_REQ = 3, T_RECS = 4 };
-enum { F_MORE = 1, F_PUSH = 2, F_AFTER = 4 };
+enum { F_MORE = 1, F_PUSH = 2 };
 
 struct session {
     struct session *next;
@@ -183,13 +183,17 @@ static bool get_rec(struct cur *c, struct store_rec *r)
 
 struct page_fill {
     struct ae *a;
-    uint32_t n;      /* records in the page */
-    struct buf last; /* key of the last record added (the cursor) */
+    const uint8_t *want; /* bitmap of the wanted leaf buckets */
+    uint32_t n;          /* records in the page */
+    struct buf last;     /* key of the last record added (the cursor) */
 };
 
 static int add_to_page(void *arg, const struct store_rec *rec)
 {
     struct page_fill *f = arg;
+    struct merkle *m = f->a->srv->tree;
+    uint32_t leaf = merkle_bucket_of(m, merkle_key_hash(rec->key, rec->key_len));
+    if (!(f->want[leaf / 8] & (1u << (leaf % 8)))) return 0;
     if (f->n > 0 && f->a->page.len >= AE_PAGE_BYTES) return 1; /* full: stop before this one */
     put_rec(&f->a->page, rec);
     f->n++;
@@ -198,61 +202,43 @@ static int add_to_page(void *arg, const struct store_rec *rec)
     return 0;
 }
 
-/* Where a page stopped: the next page starts at leaves[pos], after key `last` if has_after. */
+/* Where a page stopped: the next one starts after key `last` (when more). */
 struct page_end {
     bool more;
-    uint32_t pos;
-    bool has_after;
     struct buf last; /* owned by the caller */
     uint32_t nrecs;
 };
 
 /*
- * Builds in a->out a T_RECS message with the records of leaves[pos..n) (starting after key
- * `after` in leaves[pos] when has_after), about AE_PAGE_BYTES at most (one record more at
- * worst). Fills *e with where it stopped. Returns 0 or -EIO.
+ * Builds in a->out a T_RECS message with the records (tombstones included) of the leaf buckets
+ * leaves[0..n), in key order, starting after key `after` when has_after, about AE_PAGE_BYTES at
+ * most (one record more at worst). The records of a set of buckets are found by one scan of the
+ * table in key order, filtered by bucket: no index to maintain on every insert, at the price of
+ * reading the table once per page (docs/anti-entropy.md). Returns 0 or -EIO.
  */
-static int build_page(struct ae *a, uint64_t sid, const uint32_t *leaves, uint32_t n, uint32_t pos,
+static int build_page(struct ae *a, uint64_t sid, const uint32_t *leaves, uint32_t n,
                       const uint8_t *after, size_t after_len, bool has_after, bool push,
                       struct page_end *e)
 {
-    struct page_fill f = { .a = a };
+    uint32_t nleaves = merkle_leaves(a->srv->tree);
+    uint8_t *want = xcalloc((nleaves + 7) / 8, 1);
+    for (uint32_t i = 0; i < n; i++)
+        want[leaves[i] / 8] |= (uint8_t) (1u << (leaves[i] % 8));
+    struct page_fill f = { .a = a, .want = want };
     buf_init(&f.last);
     buf_reset(&a->page);
     struct buf cursor; /* copy of `after`: it may point into memory the store reuses */
     buf_init(&cursor);
     if (has_after) buf_append(&cursor, after, after_len);
-    e->more = false;
-    e->has_after = false;
-    int rc = 0;
-    for (; pos < n; pos++) {
-        uint32_t lo, hi;
-        merkle_bucket_range(a->srv->tree, leaves[pos], &lo, &hi);
-        struct store_rec from = { .key = cursor.data, .key_len = cursor.len };
-        rc = store_scan_hashes(a->srv->store, lo, hi, has_after ? &from : NULL, add_to_page, &f);
-        if (rc < 0) break;
-        if (rc == 1) { /* full inside this leaf: the next page continues after the last record */
-            rc = 0;
-            e->more = true;
-            e->has_after = true;
-            break;
-        }
-        has_after = false;
-        if (a->page.len >= AE_PAGE_BYTES && pos + 1 < n) { /* full at a leaf boundary */
-            e->more = true;
-            pos++;
-            break;
-        }
-    }
-    e->pos = e->more ? pos : n;
+    int rc = store_scan(a->srv->store, NULL, 0, has_after ? cursor.data : NULL, cursor.len, 0,
+                        add_to_page, &f);
+    e->more = rc == 1;
     buf_reset(&e->last);
-    if (e->has_after) buf_append(&e->last, f.last.data, f.last.len);
+    if (e->more) buf_append(&e->last, f.last.data, f.last.len);
     e->nrecs = f.n;
-    if (rc == 0) {
+    if (rc >= 0) {
         put_header(a, T_RECS, sid);
-        put_u8(&a->out, (uint8_t) ((e->more ? F_MORE : 0) | (push ? F_PUSH : 0) |
-                                   (e->has_after ? F_AFTER : 0)));
-        put_u32(&a->out, e->pos);
+        put_u8(&a->out, (uint8_t) ((e->more ? F_MORE : 0) | (push ? F_PUSH : 0)));
         put_u32(&a->out, (uint32_t) e->last.len);
         buf_append(&a->out, e->last.data, e->last.len);
         put_u32(&a->out, f.n);
@@ -260,7 +246,8 @@ static int build_page(struct ae *a, uint64_t sid, const uint32_t *leaves, uint32
     }
     buf_clear(&cursor);
     buf_clear(&f.last);
-    return rc;
+    free(want);
+    return rc < 0 ? rc : 0;
 }
 
 /* ---- sessions (initiator) ------------------------------------------------------------------ */
@@ -329,8 +316,7 @@ static void send_nodes_req(struct session *s)
 }
 
 /* Pushes our records of the current chunk of differing leaves, then asks for the peer's. */
-static void send_pull(struct session *s, uint32_t pos, const uint8_t *after, size_t after_len,
-                      bool has_after)
+static void send_pull(struct session *s, const uint8_t *after, size_t after_len, bool has_after)
 {
     struct ae *a = s->ae;
     const uint32_t *leaves = s->cur + s->chunk;
@@ -339,7 +325,6 @@ static void send_pull(struct session *s, uint32_t pos, const uint8_t *after, siz
     put_u32(&a->out, n);
     for (uint32_t i = 0; i < n; i++)
         put_u32(&a->out, leaves[i]);
-    put_u32(&a->out, pos);
     put_u8(&a->out, has_after ? 1 : 0);
     put_u32(&a->out, (uint32_t) after_len);
     buf_append(&a->out, after, after_len);
@@ -361,12 +346,11 @@ static void start_chunk(struct session *s)
     buf_init(&e.last);
     struct buf after;
     buf_init(&after);
-    uint32_t pos = 0;
     bool has_after = false;
     const char *fail = NULL;
     for (;;) {
-        if (build_page(a, s->sid, s->cur + s->chunk, (uint32_t) s->chunk_n, pos, after.data,
-                       after.len, has_after, true, &e) < 0) {
+        if (build_page(a, s->sid, s->cur + s->chunk, (uint32_t) s->chunk_n, after.data, after.len,
+                       has_after, true, &e) < 0) {
             fail = "storage error";
             break;
         }
@@ -376,8 +360,7 @@ static void start_chunk(struct session *s)
         }
         a->stats.records_sent += e.nrecs;
         if (!e.more) break;
-        pos = e.pos;
-        has_after = e.has_after;
+        has_after = true;
         buf_reset(&after);
         buf_append(&after, e.last.data, e.last.len);
     }
@@ -386,7 +369,7 @@ static void start_chunk(struct session *s)
     if (fail)
         session_end(s, false, fail);
     else
-        send_pull(s, 0, NULL, 0, false);
+        send_pull(s, NULL, 0, false);
 }
 
 static void descend(struct session *s)
@@ -489,7 +472,6 @@ static int64_t apply_records(struct ae *a, struct cur *c)
 
 static void on_recs_answer(struct session *s, struct cur *c, uint8_t flags)
 {
-    uint32_t pos = (uint32_t) get_le(c, 4);
     size_t klen = (size_t) get_le(c, 4);
     const uint8_t *key = NULL;
     if (!s->pulling || (flags & F_PUSH) || !take(c, klen, &key)) {
@@ -508,12 +490,7 @@ static void on_recs_answer(struct session *s, struct cur *c, uint8_t flags)
     }
     s->applied += (uint64_t) applied;
     if (flags & F_MORE) {
-        if (pos >= s->chunk_n) {
-            buf_clear(&cursor);
-            session_end(s, false, "malformed records cursor");
-            return;
-        }
-        send_pull(s, pos, cursor.data, cursor.len, (flags & F_AFTER) != 0);
+        send_pull(s, cursor.data, cursor.len, true);
     } else {
         s->chunk += s->chunk_n;
         if (s->chunk < s->ncur)
@@ -582,14 +559,13 @@ static void answer_recs(struct ae *a, const char *from, uint64_t sid, struct cur
         leaves[i] = (uint32_t) get_le(c, 4);
         if (leaves[i] >= merkle_leaves(a->srv->tree)) goto malformed;
     }
-    uint32_t pos = (uint32_t) get_le(c, 4);
     uint8_t has_after = (uint8_t) get_le(c, 1);
     size_t klen = (size_t) get_le(c, 4);
     const uint8_t *key = NULL;
-    if (!take(c, klen, &key) || c->left || pos >= n || has_after > 1) goto malformed;
+    if (!take(c, klen, &key) || c->left || has_after > 1) goto malformed;
     struct page_end e = { 0 };
     buf_init(&e.last);
-    if (build_page(a, sid, leaves, n, pos, key, klen, has_after, false, &e) == 0) {
+    if (build_page(a, sid, leaves, n, key, klen, has_after, false, &e) == 0) {
         a->stats.records_sent += e.nrecs;
         (void) send_to(a, from);
     }
@@ -641,7 +617,6 @@ void ae_on_message(struct ae *a, const uint8_t *payload, size_t len)
     if (type == T_RECS) {
         flags = (uint8_t) get_le(&c, 1);
         if (flags & F_PUSH) { /* records pushed by an initiator: apply, no answer */
-            (void) get_le(&c, 4);
             size_t klen = (size_t) get_le(&c, 4);
             const uint8_t *skip;
             if (!take(&c, klen, &skip))

@@ -94,7 +94,7 @@
  */
 #define STORE_DB_FILE              "arborkv.db"
 #define STORE_APPLICATION_ID       1634888566 /* 0x61726b76, "arkv" */
-#define STORE_SCHEMA_VERSION       3          /* PRAGMA user_version of a current database */
+#define STORE_SCHEMA_VERSION       4          /* PRAGMA user_version of a current database */
 #define STORE_BUSY_TIMEOUT_MS      200        /* ms; waiting for another process's lock at open */
 #define STORE_CACHE_KIB            65536      /* KiB of page cache (PRAGMA cache_size = -N) */
 #define STORE_WAL_CHECKPOINT_PAGES 16384      /* pages (4 KiB) of WAL that trigger a checkpoint */
@@ -117,11 +117,14 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
           " nevents INTEGER NOT NULL,"
           " payload BLOB NOT NULL"
           ");",
-    /* The Merkle tree's key hash (merkle.h), indexed so that a leaf bucket's records are one
-     * range query. UPDATEs of a record never change its key, so they never touch the index.
-     * Rows of older databases get their hash in store_attach_tree. */
+    /* The Merkle tree's key hash (merkle.h). Rows of older databases get it in
+     * store_attach_tree. (Version 4 drops the index this created.) */
     [3] = "ALTER TABLE records ADD COLUMN khash INTEGER NOT NULL DEFAULT 0;"
           "CREATE INDEX records_khash ON records(khash);",
+    /* The khash index made every new key dirty a second random page (inserts 2.5x slower in
+     * tools/store_bench); anti-entropy lists a bucket's records with a filtered scan instead
+     * (docs/anti-entropy.md). The column stays, kept right by store_attach_tree. */
+    [4] = "DROP INDEX IF EXISTS records_khash;",
 };
 
 /*
@@ -142,7 +145,6 @@ enum stmt_id {
     STMT_SCAN_HI,      /* ?1 <= key < ?2, all columns */
     STMT_SCAN_KEYS,    /* key >= ?1, no value */
     STMT_SCAN_KEYS_HI, /* ?1 <= key < ?2, no value */
-    STMT_BUCKET,       /* records with (khash, key) > (?1, ?2) and khash <= ?3 */
     STMT_OUTBOX_ADD,   /* new outbox message */
     STMT_OUTBOX_DEL,   /* drop outbox message ?1 */
     STMT_OUTBOX_NEXT,  /* oldest outbox message with id > ?1 */
@@ -172,9 +174,6 @@ static const struct {
                                  " WHERE key >= ?1 ORDER BY key" },
     [STMT_SCAN_KEYS_HI] = { "scan", "SELECT key, tombstone, ts, op_id FROM records"
                                     " WHERE key >= ?1 AND key < ?2 ORDER BY key" },
-    [STMT_BUCKET] = { "bucket scan", "SELECT key, tombstone, ts, op_id, value FROM records"
-                                     " WHERE (khash, key) > (?1, ?2) AND khash <= ?3"
-                                     " ORDER BY khash, key" },
     [STMT_OUTBOX_ADD] = { "outbox add", "INSERT INTO outbox (nevents, payload) VALUES (?1, ?2)" },
     [STMT_OUTBOX_DEL] = { "outbox delete", "DELETE FROM outbox WHERE id = ?1" },
     [STMT_OUTBOX_NEXT] = { "outbox read", "SELECT id, nevents, payload FROM outbox WHERE id > ?1"
@@ -1065,31 +1064,4 @@ int store_attach_tree(struct store *st, struct merkle *m)
     if (rc != SQLITE_OK) return -EIO;
     st->tree = m;
     return 0;
-}
-
-int store_scan_hashes(struct store *st, uint32_t lo, uint32_t hi, const struct store_rec *after,
-                      store_scan_fn *fn, void *arg)
-{
-    release_pending(st);
-    sqlite3_stmt *s = st->stmt[STMT_BUCKET];
-    int rc = sqlite3_bind_int64(s, 1,
-                                after ? (sqlite3_int64) merkle_key_hash(after->key, after->key_len)
-                                      : (sqlite3_int64) lo - 1);
-    if (rc == SQLITE_OK)
-        rc = after ? bind_bytes(s, 2, after->key, after->key_len) : bind_bytes(s, 2, NULL, 0);
-    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(s, 3, hi);
-    if (rc != SQLITE_OK) return sql_fail(st, s, stmt_defs[STMT_BUCKET].op);
-    int ret = 0;
-    st->in_scan = true;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        struct store_rec rec;
-        rec.key = column_bytes(s, 0, &rec.key_len);
-        fill_rec(s, 1, true, &rec);
-        ret = fn(arg, &rec);
-        if (ret) break;
-    }
-    st->in_scan = false;
-    if (ret == 0 && rc != SQLITE_DONE) return sql_fail(st, s, stmt_defs[STMT_BUCKET].op);
-    int frc = finish(st, s, stmt_defs[STMT_BUCKET].op);
-    return ret ? ret : frc;
 }

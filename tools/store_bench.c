@@ -2,7 +2,8 @@
 /*
  * store_bench: micro-benchmark of the store module alone (no sockets), in ns per operation.
  *
- *   store_bench [-n KEYS] [-b BATCH] [-v VALUE_BYTES] [-k KEY_BYTES] [--memory] [--full] [-d DIR]
+ *   store_bench [-n KEYS] [-b BATCH] [-v VALUE_BYTES] [-k KEY_BYTES] [--memory] [--full] [--tree]
+ *               [-d DIR]
  *
  * Defaults: 1,000,000 keys, transactions of 50 writes (group commit of a loop turn under
  * redis-benchmark -c 50), 3-byte values (redis-benchmark's default -d), 16-byte keys, the file
@@ -17,6 +18,7 @@
  * Not part of the test suite; built by meson as build/tools/store_bench.
  */
 #include "arborkv/store.h"
+#include "arborkv/merkle.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -27,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "arborkv/mem.h"
 
 struct opts {
@@ -36,6 +40,7 @@ struct opts {
     size_t key_bytes;   /* bytes per key, >= 10 */
     bool memory;        /* STORE_ENGINE_MEMORY instead of the file engine */
     bool full;          /* STORE_DURABLE_POWER (synchronous=FULL) */
+    bool tree;          /* keep a 16x4 Merkle tree attached, as the server does */
     const char *dir;    /* database directory; NULL = a temporary one */
 };
 
@@ -110,6 +115,15 @@ static struct store *open_store(const struct opts *o, const char *dir)
         fprintf(stderr, "store_bench: open: %s\n", err);
         exit(1);
     }
+    if (o->tree) {
+        static struct merkle *m; /* one store at a time; freed at exit by the OS */
+        merkle_free(m);
+        if (merkle_new(&m, MERKLE_DEFAULT_FANOUT, MERKLE_DEFAULT_DEPTH) < 0 ||
+            store_attach_tree(st, m) < 0) {
+            fprintf(stderr, "store_bench: cannot attach the Merkle tree\n");
+            exit(1);
+        }
+    }
     return st;
 }
 
@@ -176,11 +190,17 @@ int main(int argc, char **argv)
             o.memory = true;
         else if (!strcmp(a, "--full"))
             o.full = true;
+        else if (!strcmp(a, "--tree"))
+            o.tree = true;
         else {
             fprintf(stderr, "usage: store_bench [-n KEYS] [-b BATCH] [-v VALUE_BYTES] "
-                            "[-k KEY_BYTES] [--memory] [--full] [-d DIR]\n");
+                            "[-k KEY_BYTES] [--memory] [--full] [--tree] [-d DIR]\n");
             return 2;
         }
+    }
+    if (sodium_init() < 0) {
+        fprintf(stderr, "store_bench: libsodium failed to initialize\n");
+        return 1;
     }
     if (o.keys == 0 || o.batch == 0 || o.key_bytes < 10) {
         fprintf(stderr, "store_bench: need -n > 0, -b > 0, -k >= 10\n");

@@ -138,15 +138,6 @@ void store_outbox_counts_at_open(const struct store *st, uint64_t *rows, uint64_
 struct merkle;
 int store_attach_tree(struct store *st, struct merkle *m);
 
-/*
- * Calls fn for every record (tombstones included, values read) whose key hash lies in [lo, hi],
- * in (key hash, key) order, starting strictly after record `after` when after != NULL (paging:
- * pass the last record seen; only its key is used). fn must not call into the store.
- * Returns 0, fn's non-zero return when it stopped early, or -EIO.
- */
-int store_scan_hashes(struct store *st, uint32_t lo, uint32_t hi, const struct store_rec *after,
-                      store_scan_fn *fn, void *arg);
-
 /* "sqlite" or "memory". */
 const char *store_engine_name(const struct store *st);
 
