@@ -277,9 +277,11 @@ void repl_after_commit(struct repl *r, bool committed)
         r->outbox_events += r->turn_added;
         r->outbox_rows += r->turn_rows;
         /* Deleted for good: drop them from the list (acks of this turn came after). */
-        memmove(r->acked, r->acked + r->acked_in_turn,
-                (r->nacked - r->acked_in_turn) * sizeof(*r->acked));
-        r->nacked -= r->acked_in_turn;
+        if (r->acked_in_turn) {
+            memmove(r->acked, r->acked + r->acked_in_turn,
+                    (r->nacked - r->acked_in_turn) * sizeof(*r->acked));
+            r->nacked -= r->acked_in_turn;
+        }
     } /* else the rows were rolled back with the writes they describe; deletes are retried */
     r->acked_in_turn = 0;
     forget_turn(r);
