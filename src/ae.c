@@ -695,25 +695,23 @@ void ae_free(struct ae *a)
 
 void ae_info(const struct ae *a, struct buf *b)
 {
+    static const struct ae empty;
+    if (!a) a = &empty;
     size_t running = 0;
-    for (const struct session *s = a ? a->sessions : NULL; s; s = s->next)
+    for (const struct session *s = a->sessions; s; s = s->next)
         running++;
-    buf_printf(b,
-               "ae_enabled:%d\r\nae_sessions_started:%llu\r\nae_sessions_completed:%llu\r\n"
-               "ae_sessions_failed:%llu\r\nae_sessions_running:%zu\r\nae_records_sent:%llu\r\n"
-               "ae_records_received:%llu\r\nae_records_applied:%llu\r\nae_bytes_sent:%llu\r\n"
-               "ae_bytes_received:%llu\r\nae_digests_received:%llu\r\nae_malformed:%llu\r\n"
-               "ae_last_repair_unix:%llu\r\nae_last_session_ms:%llu\r\n",
-               a && a->o.enabled ? 1 : 0, (unsigned long long) (a ? a->stats.started : 0),
-               (unsigned long long) (a ? a->stats.completed : 0),
-               (unsigned long long) (a ? a->stats.failed : 0), running,
-               (unsigned long long) (a ? a->stats.records_sent : 0),
-               (unsigned long long) (a ? a->stats.records_received : 0),
-               (unsigned long long) (a ? a->stats.records_applied : 0),
-               (unsigned long long) (a ? a->stats.bytes_sent : 0),
-               (unsigned long long) (a ? a->stats.bytes_received : 0),
-               (unsigned long long) (a ? a->stats.digests_received : 0),
-               (unsigned long long) (a ? a->stats.malformed : 0),
-               (unsigned long long) (a ? a->stats.last_repair_unix : 0),
-               (unsigned long long) (a ? a->stats.last_session_ms : 0));
+    buf_add_field(b, "ae_enabled", a->o.enabled);
+    buf_add_field(b, "ae_sessions_started", a->stats.started);
+    buf_add_field(b, "ae_sessions_completed", a->stats.completed);
+    buf_add_field(b, "ae_sessions_failed", a->stats.failed);
+    buf_add_field(b, "ae_sessions_running", running);
+    buf_add_field(b, "ae_records_sent", a->stats.records_sent);
+    buf_add_field(b, "ae_records_received", a->stats.records_received);
+    buf_add_field(b, "ae_records_applied", a->stats.records_applied);
+    buf_add_field(b, "ae_bytes_sent", a->stats.bytes_sent);
+    buf_add_field(b, "ae_bytes_received", a->stats.bytes_received);
+    buf_add_field(b, "ae_digests_received", a->stats.digests_received);
+    buf_add_field(b, "ae_malformed", a->stats.malformed);
+    buf_add_field(b, "ae_last_repair_unix", a->stats.last_repair_unix);
+    buf_add_field(b, "ae_last_session_ms", a->stats.last_session_ms);
 }

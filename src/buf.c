@@ -137,3 +137,11 @@ bool parse_i64(const uint8_t *p, size_t len, int64_t *out)
     if (out) *out = neg ? (int64_t) (0 - v) : (int64_t) v;
     return true;
 }
+
+void buf_add_field(struct buf *b, const char *name, uint64_t value)
+{
+    buf_append_str(b, name);
+    buf_append(b, ":", 1);
+    buf_append_u64(b, value);
+    buf_append(b, "\r\n", 2);
+}

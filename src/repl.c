@@ -29,9 +29,9 @@
 #include "arborkv/server.h"
 #include "arborkv/store.h"
 
-#define PRESENCE_EVERY_US  (10ULL * 1000000ULL) /* presence refresh while connected */
-#define DISCONNECT_WAIT_MS 300
-#define REPL_MAX_PEERS     4096 /* presence entries tracked (bounded memory) */
+#define PRESENCE_EVERY_US   (10ULL * 1000000ULL) /* presence refresh while connected */
+#define DISCONNECT_WAIT_MS  300
+#define REPL_MAX_PEERS      4096   /* presence entries tracked (bounded memory) */
 #define ACK_DELETE_DELAY_US 100000 /* acknowledged outbox rows wait this long for a write turn */
 
 struct inflight {
@@ -68,9 +68,9 @@ struct repl {
     struct inflight *inflight;
     size_t ninflight;
     uint64_t last_sent;
-    uint64_t *acked;              /* acknowledged outbox ids whose rows are not deleted yet */
+    uint64_t *acked; /* acknowledged outbox ids whose rows are not deleted yet */
     size_t nacked, acked_cap, acked_in_turn;
-    uint64_t ack_timer;           /* deletes the acknowledged rows when no write turn comes */
+    uint64_t ack_timer; /* deletes the acknowledged rows when no write turn comes */
 
     struct codec_batch batch; /* decode scratch */
     struct buf scratch;       /* presence payloads */
@@ -352,7 +352,8 @@ static void on_published(void *arg, uint64_t tag, bool ok)
     r->outbox_rows -= r->outbox_rows ? 1 : 0;
     r->outbox_events -= f.nevents < r->outbox_events ? f.nevents : r->outbox_events;
     r->stats.published += f.nevents;
-    if (!r->ack_timer) r->ack_timer = loop_add_timer(r->srv->loop, ACK_DELETE_DELAY_US, ack_tick, r);
+    if (!r->ack_timer)
+        r->ack_timer = loop_add_timer(r->srv->loop, ACK_DELETE_DELAY_US, ack_tick, r);
 }
 
 /* ---- incoming ----------------------------------------------------------------------------- */
@@ -572,21 +573,18 @@ size_t repl_peers_online(const struct repl *r)
 
 void repl_info(const struct repl *r, struct buf *b)
 {
-    buf_printf(b, "replication_enabled:%d\r\nbroker_state:%s\r\nbroker_connects:%llu\r\n",
-               repl_is_enabled(r) ? 1 : 0, r ? mqtt_state_name(mqtt_state(r->mqtt)) : "disabled",
-               (unsigned long long) (r ? mqtt_connects(r->mqtt) : 0));
-    buf_printf(b,
-               "events_published:%llu\r\nevents_applied:%llu\r\nevents_duplicate:%llu\r\n"
-               "events_rejected:%llu\r\nevents_own:%llu\r\nevents_malformed:%llu\r\n"
-               "outbox_depth:%llu\r\noutbox_dropped:%llu\r\npeers_online:%zu\r\n",
-               (unsigned long long) (r ? r->stats.published : 0),
-               (unsigned long long) (r ? r->stats.applied : 0),
-               (unsigned long long) (r ? r->stats.duplicate : 0),
-               (unsigned long long) (r ? r->stats.rejected : 0),
-               (unsigned long long) (r ? r->stats.own : 0),
-               (unsigned long long) (r ? r->stats.malformed : 0),
-               (unsigned long long) (r ? r->outbox_events : 0),
-               (unsigned long long) (r ? r->stats.dropped : 0), repl_peers_online(r));
+    buf_add_field(b, "replication_enabled", repl_is_enabled(r));
+    buf_printf(b, "broker_state:%s\r\n", r ? mqtt_state_name(mqtt_state(r->mqtt)) : "disabled");
+    buf_add_field(b, "broker_connects", r ? mqtt_connects(r->mqtt) : 0);
+    buf_add_field(b, "events_published", r ? r->stats.published : 0);
+    buf_add_field(b, "events_applied", r ? r->stats.applied : 0);
+    buf_add_field(b, "events_duplicate", r ? r->stats.duplicate : 0);
+    buf_add_field(b, "events_rejected", r ? r->stats.rejected : 0);
+    buf_add_field(b, "events_own", r ? r->stats.own : 0);
+    buf_add_field(b, "events_malformed", r ? r->stats.malformed : 0);
+    buf_add_field(b, "outbox_depth", r ? r->outbox_events : 0);
+    buf_add_field(b, "outbox_dropped", r ? r->stats.dropped : 0);
+    buf_add_field(b, "peers_online", repl_peers_online(r));
 }
 
 int repl_publish(struct repl *r, const char *suffix, const void *payload, size_t len)

@@ -46,6 +46,9 @@ void buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((form
  */
 bool parse_i64(const uint8_t *p, size_t len, int64_t *out);
 
+/* Appends one "name:value\r\n" line (the STATS/INFO layout). */
+void buf_add_field(struct buf *b, const char *name, uint64_t value);
+
 /* Drops the first n bytes (n <= len). */
 void buf_consume(struct buf *b, size_t n);
 /* Cuts the buffer back to n bytes (n <= len). */
