@@ -59,6 +59,7 @@ struct ae {
     struct session *sessions;
     struct buf out;  /* message being built */
     struct buf page; /* records of a page */
+    struct buf held; /* messages waiting for the open transaction's commit */
     struct {
         uint64_t started, completed, failed, records_sent, records_received, records_applied,
                 bytes_sent, bytes_received, digests_received, malformed;
@@ -124,10 +125,39 @@ static void put_rec(struct buf *b, const struct store_rec *r)
 static int send_to(struct ae *a, const char *peer)
 {
     char suffix[300];
-    (void) snprintf(suffix, sizeof(suffix), "ae/%s", peer);
+    int n = snprintf(suffix, sizeof(suffix), "ae/%s", peer);
+    if (store_in_txn(a->srv->store)) {
+        /* What this message says (digests, records) may include writes of the open transaction:
+         * it leaves only once they are committed (ae_after_commit), never if they roll back. */
+        uint32_t lens[2] = { (uint32_t) n, (uint32_t) a->out.len };
+        buf_append(&a->held, lens, sizeof(lens));
+        buf_append(&a->held, suffix, (size_t) n);
+        buf_append(&a->held, a->out.data, a->out.len);
+        return 0;
+    }
     int rc = repl_publish(a->repl, suffix, a->out.data, a->out.len);
     if (rc == 0) a->stats.bytes_sent += a->out.len;
     return rc;
+}
+
+void ae_after_commit(struct ae *a, bool committed)
+{
+    if (!a || a->held.len == 0) return;
+    for (size_t pos = 0; committed && pos < a->held.len;) {
+        uint32_t lens[2];
+        memcpy(lens, a->held.data + pos, sizeof(lens));
+        pos += sizeof(lens);
+        char suffix[300];
+        memcpy(suffix, a->held.data + pos, lens[0]);
+        suffix[lens[0]] = '\0';
+        pos += lens[0];
+        if (repl_publish(a->repl, suffix, a->held.data + pos, lens[1]) == 0)
+            a->stats.bytes_sent += lens[1];
+        pos += lens[1];
+    }
+    /* Rolled back: the messages described state that no longer exists. Sessions waiting for
+     * them time out and start over. */
+    buf_reset(&a->held);
 }
 
 /* ---- decoding ------------------------------------------------------------------------------ */
@@ -668,6 +698,7 @@ int ae_new(struct ae **out, struct server *srv, struct repl *r, const struct ae_
     if (a->o.step_timeout_s < 1) a->o.step_timeout_s = 1;
     buf_init(&a->out);
     buf_init(&a->page);
+    buf_init(&a->held);
     if (o->enabled)
         a->round_timer =
                 loop_add_timer(srv->loop, (uint64_t) a->o.interval_s * 1000000ULL, round_tick, a);
@@ -690,6 +721,7 @@ void ae_free(struct ae *a)
     if (a->round_timer) loop_cancel_timer(a->srv->loop, a->round_timer);
     buf_clear(&a->out);
     buf_clear(&a->page);
+    buf_clear(&a->held);
     free(a);
 }
 

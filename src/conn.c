@@ -29,6 +29,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "arborkv/ae.h"
 #include "arborkv/cmd.h"
 #include "arborkv/log.h"
 #include "arborkv/loop.h"
@@ -424,6 +425,7 @@ static void group_commit(struct server *srv)
         rc = store_commit(srv->store);
     srv->txn_failed = false;
     repl_after_commit(srv->repl, rc == 0);
+    ae_after_commit(srv->ae, rc == 0);
     if (rc == 0) {
         srv->stats.commits++;
         return;

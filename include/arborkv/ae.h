@@ -44,6 +44,10 @@ void ae_free(struct ae *a); /* NULL-safe */
 /* Handles a message received on this node's ae topic. */
 void ae_on_message(struct ae *a, const uint8_t *payload, size_t len);
 
+/* After the turn's COMMIT (committed) or ROLLBACK: sends, or drops, the messages that waited
+ * for it (they may describe the transaction's writes). */
+void ae_after_commit(struct ae *a, bool committed);
+
 /* Starts a round now (tests, operators); no-op for pairs with a session running. */
 void ae_run_now(struct ae *a);
 
