@@ -5,7 +5,7 @@ a peer ever subscribed, and records changed behind the server's back in its SQLi
 """
 import sqlite3
 
-from conftest import converged, info, info_int, line_request, wait_until
+from conftest import converged, info, info_int, line_request, wait_info_int, wait_until
 
 AE_ON = {"anti_entropy": {"enabled": True, "interval_seconds": 1}}
 REPAIR_TIMEOUT_S = 90
@@ -71,3 +71,44 @@ def test_silent_divergence_in_the_database_file_is_repaired(make_broker, make_cl
     assert converged([a, b], expected=want) == want
     assert line_request(b, b"GET s10") == b"VALUE x10"
     assert line_request(a, b"GET s10") == b"VALUE x10"
+
+
+def test_repair_never_replaces_a_newer_record(make_broker, make_cluster):
+    """Anti-entropy applies last-write-wins, never "the other side wins": the peer holding the
+    newer record keeps it, and it spreads."""
+    broker = make_broker()
+    a, b = make_cluster(2, broker, names=["a", "b"], conf_overrides=AE_ON)
+    with a.line() as c:
+        assert c.request(b"SET k old") == b"OK\r\n"
+        assert c.request(b"SET other x") == b"OK\r\n"
+    converged([a, b], expected={"k": "old", "other": "x"})
+
+    # b alone gets a newer version of k that no event announced (written behind its back, one
+    # second after the one both hold).
+    b.stop()
+    db = sqlite3.connect(b.db_path)
+    with db:
+        (ts,) = db.execute("SELECT ts FROM records WHERE key = X'6b'").fetchone()
+        db.execute("UPDATE records SET value = X'6e6577', ts = ? WHERE key = X'6b'",
+                   (ts + 1_000_000_000,))
+    db.close()
+    b.start()
+
+    wait_until(lambda: roots_equal([a, b]), REPAIR_TIMEOUT_S, "equal Merkle roots")
+    assert converged([a, b], expected={"k": "new", "other": "x"})
+    assert line_request(b, b"GET k") == b"VALUE new"
+    assert info_int(a, "ae_records_applied") >= 1
+
+
+def test_peers_with_another_tree_shape_refuse_to_compare(make_broker, make_cluster):
+    broker = make_broker()
+    a, b = make_cluster(2, broker, names=["a", "b"], conf_overrides=AE_ON,
+                        per_peer={"b": {"conf": {"anti_entropy": {"fanout": 8}}}})
+    # a (the smaller id) starts the sessions; b answers with its 8x4 shape.
+    wait_info_int(a, "ae_sessions_failed", lambda v: v >= 1, timeout_s=REPAIR_TIMEOUT_S)
+    assert "tree shapes differ" in a.log_text() or "has a 8x4 tree" in a.log_text()
+    assert info_int(a, "ae_sessions_completed") == 0
+    # Events still flow: the shapes only matter to anti-entropy.
+    with a.line() as c:
+        assert c.request(b"SET still works") == b"OK\r\n"
+    converged([a, b], expected={"still": "works"})
