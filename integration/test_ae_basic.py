@@ -3,6 +3,8 @@
 Peers with anti-entropy on (interval 1 s) repair what events never delivered: writes made before
 a peer ever subscribed, and records changed behind the server's back in its SQLite file.
 """
+import os
+import signal
 import sqlite3
 
 from conftest import converged, info, info_int, line_request, wait_info_int, wait_until
@@ -112,3 +114,23 @@ def test_peers_with_another_tree_shape_refuse_to_compare(make_broker, make_clust
     with a.line() as c:
         assert c.request(b"SET still works") == b"OK\r\n"
     converged([a, b], expected={"still": "works"})
+
+
+def test_a_peer_that_stops_answering_fails_the_session_not_the_node(make_broker, make_cluster):
+    """A session whose peer vanishes mid-way ends by timeout; a later interval succeeds."""
+    broker = make_broker()
+    a, b = make_cluster(2, broker, names=["a", "b"], conf_overrides=AE_ON)
+    wait_info_int(a, "ae_sessions_completed", lambda v: v >= 1, timeout_s=REPAIR_TIMEOUT_S)
+    os.kill(b.pid, signal.SIGSTOP)  # b keeps its connections but answers nothing
+    try:
+        failed = wait_info_int(a, "ae_sessions_failed", lambda v: v >= 1,
+                               timeout_s=REPAIR_TIMEOUT_S)
+        with a.line() as c:  # a keeps serving while its session waits and times out
+            assert c.request(b"SET during freeze") == b"OK\r\n"
+    finally:
+        os.kill(b.pid, signal.SIGCONT)
+    done = info_int(a, "ae_sessions_completed")
+    wait_info_int(a, "ae_sessions_completed", lambda v: v > done, timeout_s=REPAIR_TIMEOUT_S)
+    assert info_int(a, "ae_sessions_failed") >= failed
+    converged([a, b], expected={"during": "freeze"})
+    wait_until(lambda: roots_equal([a, b]), REPAIR_TIMEOUT_S, "equal Merkle roots")
