@@ -134,3 +134,32 @@ def test_a_peer_that_stops_answering_fails_the_session_not_the_node(make_broker,
     assert info_int(a, "ae_sessions_failed") >= failed
     converged([a, b], expected={"during": "freeze"})
     wait_until(lambda: roots_equal([a, b]), REPAIR_TIMEOUT_S, "equal Merkle roots")
+
+
+def test_events_lost_with_a_broker_restarted_without_persistence(make_broker, make_cluster):
+    """The issue's scenario: C is stopped, the broker restarts without persistence (C's queue is
+    gone), A and B take 1,000 writes and 100 deletes; C comes back and anti-entropy brings it to
+    the same HASH, root and data as A and B, deletes included."""
+    broker = make_broker(persistence=False)
+    cluster = make_cluster(3, broker, names=["a", "b", "c"], conf_overrides=AE_ON)
+    a, b, c = cluster
+    c.stop()
+    broker.restart()
+    wait_until(lambda: all(info(p)["broker_state"] == "connected" for p in (a, b)), 60,
+               "a and b reconnected")
+    for peer, lo in ((a, 0), (b, 500)):
+        with peer.line() as cl:
+            cl.send(b"".join(b"SET key%d val%d\r\n" % (i, i) for i in range(lo, lo + 500)))
+            assert cl.read_lines(500) == [b"OK\r\n"] * 500
+    for peer, lo in ((a, 0), (b, 500)):
+        with peer.line() as cl:
+            cl.send(b"".join(b"DEL key%d\r\n" % i for i in range(lo, lo + 50)))
+            assert cl.read_lines(50) == [b"DELETED\r\n"] * 50
+    want = converged([a, b])
+    assert len(want) == 900 and b"key0" not in want and b"key999" in want
+
+    c.start()
+    wait_until(lambda: roots_equal([a, b, c]), REPAIR_TIMEOUT_S, "equal Merkle roots")
+    wait_until(lambda: hashes_equal([a, b, c]), REPAIR_TIMEOUT_S, "equal HASH")
+    assert converged([a, b, c], expected=want) == want
+    assert info_int(c, "ae_records_applied") >= 1000  # 900 values and 100 tombstones
