@@ -22,6 +22,7 @@
 #include "arborkv/lww.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
+#include "arborkv/purge.h"
 #include "arborkv/repl.h"
 #include "arborkv/server.h"
 #include "arborkv/store.h"
@@ -31,7 +32,7 @@
 #define AE_VERSION   1
 #define AE_MAX_PEERS 64 /* sessions started per round at most */
 
-enum ae_type { T_NODES_REQ = 1, T_NODES = 2, T_RECS_REQ = 3, T_RECS = 4 };
+enum ae_type { T_NODES_REQ = 1, T_NODES = 2, T_RECS_REQ = 3, T_RECS = 4, T_DROP = 5 };
 enum { F_MORE = 1, F_PUSH = 2 };
 
 struct session {
@@ -60,9 +61,11 @@ struct ae {
     struct buf out;  /* message being built */
     struct buf page; /* records of a page */
     struct buf held; /* messages waiting for the open transaction's commit */
+    struct buf drops; /* records refused as purged (T_DROP body being built) */
     struct {
         uint64_t started, completed, failed, records_sent, records_received, records_applied,
-                bytes_sent, bytes_received, digests_received, malformed;
+                bytes_sent, bytes_received, digests_received, malformed, records_refused,
+                records_dropped;
         uint64_t last_repair_unix, last_session_ms;
     } stats;
 };
@@ -475,11 +478,18 @@ malformed:
     session_end(s, false, "malformed digests answer");
 }
 
-/* Applies the records of a T_RECS body (after flags/cursor). Returns records applied or -1. */
-static int64_t apply_records(struct ae *a, struct cur *c)
+/*
+ * Applies the records of a T_RECS body (after flags/cursor) sent by peer `from`. Records refused
+ * as purged (lww.h: a tombstone newer than them may have been purged here) go back to `from` in
+ * a T_DROP message, so the peer drops them too and the trees converge without resurrecting
+ * anything (docs/anti-entropy.md, "Tombstone purge"). Returns records applied or -1.
+ */
+static int64_t apply_records(struct ae *a, struct cur *c, const char *from)
 {
     uint32_t n = (uint32_t) get_le(c, 4);
     int64_t applied = 0;
+    uint32_t refused = 0;
+    buf_reset(&a->drops);
     for (uint32_t i = 0; i < n && !c->bad; i++) {
         struct store_rec r;
         if (!get_rec(c, &r)) break;
@@ -491,13 +501,48 @@ static int64_t apply_records(struct ae *a, struct cur *c)
         }
         a->stats.records_received++;
         if (rc == LWW_APPLIED) applied++;
+        if (rc == LWW_PURGED) {
+            put_rec(&a->drops, &r);
+            refused++;
+        }
     }
     if (c->bad || c->left) {
         a->stats.malformed++;
         return -1;
     }
     a->stats.records_applied += (uint64_t) applied;
+    a->stats.records_refused += refused;
+    if (refused) {
+        put_header(a, T_DROP, 0);
+        put_u32(&a->out, refused);
+        buf_append(&a->out, a->drops.data, a->drops.len);
+        (void) send_to(a, from); /* lost: the next session refuses them again */
+    }
     return applied;
+}
+
+/*
+ * T_DROP: records of this node that the peer refused as purged. Each is dropped (store_drop: no
+ * tombstone, only if still exactly that version) when it is also past this node's tombstone TTL,
+ * so a peer can never make a young record vanish.
+ */
+static void on_drop(struct ae *a, struct cur *c)
+{
+    uint32_t n = (uint32_t) get_le(c, 4);
+    uint64_t cutoff = purge_cutoff_ns(a->srv->purge);
+    for (uint32_t i = 0; i < n && !c->bad; i++) {
+        struct store_rec r;
+        if (!get_rec(c, &r)) break;
+        if (r.ts >= cutoff) continue;
+        int rc = store_begin(a->srv->store);
+        if (rc == 0) rc = store_drop(a->srv->store, &r);
+        if (rc < 0) {
+            a->srv->txn_failed = true;
+            return;
+        }
+        a->stats.records_dropped += (uint64_t) rc;
+    }
+    if (c->bad || c->left) a->stats.malformed++;
 }
 
 static void on_recs_answer(struct session *s, struct cur *c, uint8_t flags)
@@ -512,7 +557,7 @@ static void on_recs_answer(struct session *s, struct cur *c, uint8_t flags)
     struct buf cursor;
     buf_init(&cursor);
     buf_append(&cursor, key, klen);
-    int64_t applied = apply_records(s->ae, c);
+    int64_t applied = apply_records(s->ae, c, s->peer);
     if (applied < 0) {
         buf_clear(&cursor);
         session_end(s, false, "bad records answer or storage error");
@@ -636,6 +681,9 @@ void ae_on_message(struct ae *a, const uint8_t *payload, size_t len)
     case T_RECS_REQ:
         answer_recs(a, from, sid, &c);
         return;
+    case T_DROP:
+        on_drop(a, &c);
+        return;
     case T_NODES:
     case T_RECS:
         break;
@@ -652,7 +700,7 @@ void ae_on_message(struct ae *a, const uint8_t *payload, size_t len)
             if (!take(&c, klen, &skip))
                 a->stats.malformed++;
             else
-                (void) apply_records(a, &c);
+                (void) apply_records(a, &c, from);
             return;
         }
     }
@@ -699,6 +747,7 @@ int ae_new(struct ae **out, struct server *srv, struct repl *r, const struct ae_
     buf_init(&a->out);
     buf_init(&a->page);
     buf_init(&a->held);
+    buf_init(&a->drops);
     if (o->enabled)
         a->round_timer =
                 loop_add_timer(srv->loop, (uint64_t) a->o.interval_s * 1000000ULL, round_tick, a);
@@ -722,6 +771,7 @@ void ae_free(struct ae *a)
     buf_clear(&a->out);
     buf_clear(&a->page);
     buf_clear(&a->held);
+    buf_clear(&a->drops);
     free(a);
 }
 
@@ -744,6 +794,8 @@ void ae_info(const struct ae *a, struct buf *b)
     buf_add_field(b, "ae_bytes_received", a->stats.bytes_received);
     buf_add_field(b, "ae_digests_received", a->stats.digests_received);
     buf_add_field(b, "ae_malformed", a->stats.malformed);
+    buf_add_field(b, "ae_records_refused", a->stats.records_refused);
+    buf_add_field(b, "ae_records_dropped", a->stats.records_dropped);
     buf_add_field(b, "ae_last_repair_unix", a->stats.last_repair_unix);
     buf_add_field(b, "ae_last_session_ms", a->stats.last_session_ms);
 }

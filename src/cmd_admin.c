@@ -24,6 +24,7 @@
 #include "arborkv/loop.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
+#include "arborkv/purge.h"
 #include "arborkv/repl.h"
 #include "arborkv/resp.h"
 #include "arborkv/server.h"
@@ -159,6 +160,7 @@ static void info_node(struct server *srv, struct buf *b)
                    (unsigned long long) merkle_count(srv->tree));
     }
     ae_info(srv->ae, b);
+    purge_info(srv->purge, b);
     buf_printf(b, "hlc_last_ns:%llu\r\nclock_skew_rejections:%llu\r\nclock_skew_max_ns:%llu\r\n",
                (unsigned long long) srv->hlc.last_ns, (unsigned long long) srv->hlc.skew_rejections,
                (unsigned long long) srv->hlc.max_skew_seen_ns);

@@ -94,6 +94,7 @@ void conf_init(struct conf *c)
     c->max_clients = 10000;
     c->client_output_limit = 64 * 1024 * 1024;
     c->log_level = LOG_INFO;
+    c->tombstone_ttl_seconds = 7 * 86400;
     c->mqtt_broker = xstrdup("127.0.0.1");
     c->mqtt_port = 1883;
     c->topic_prefix = xstrdup("arborkv");
@@ -384,6 +385,7 @@ INT_SETTER(set_max_inflight, max_inflight, 1, 60000)
 INT_SETTER(set_outbox_max, outbox_max_events, 1, INT64_MAX)
 INT_SETTER(set_max_skew, max_clock_skew_seconds, 1, 86400 * 365)
 INT_SETTER(set_reconnect_max, reconnect_max_seconds, 1, 3600)
+INT_SETTER(set_tombstone_ttl, tombstone_ttl_seconds, 0, 86400LL * 365 * 100)
 #undef INT_SETTER
 
 static const char *set_list(char ***dst, const struct value *v)
@@ -456,6 +458,7 @@ static const struct key_def keys[] = {
     { "", "client_output_limit", set_output_limit },
     { "", "log_level", set_log_level },
     { "", "node_id", set_node_id },
+    { "", "tombstone_ttl_seconds", set_tombstone_ttl },
     { "replication", "enabled", set_repl_enabled },
     { "replication", "mqtt_broker", set_broker },
     { "replication", "mqtt_port", set_mqtt_port },

@@ -28,6 +28,8 @@ int lww_apply(struct store *st, const struct store_rec *in)
         int c = lww_cmp(in, &cur);
         if (c == 0) return LWW_SAME;
         if (c < 0) return LWW_OLDER;
+    } else if (in->ts <= store_purge_horizon(st)) {
+        return LWW_PURGED; /* its key may have had a newer tombstone, purged since */
     }
     rc = store_begin(st);
     if (rc == 0) rc = store_put(st, in);

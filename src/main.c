@@ -30,6 +30,7 @@
 #include "arborkv/loop.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
+#include "arborkv/purge.h"
 #include "arborkv/repl.h"
 #include "arborkv/server.h"
 #include "arborkv/store.h"
@@ -257,6 +258,7 @@ int main(int argc, char **argv)
     hlc_init(&srv.hlc, store_max_ts_at_open(store),
              (uint64_t) conf.max_clock_skew_seconds * 1000000000ULL);
     cmd_init(&srv);
+    (void) purge_new(&srv.purge, &srv, (uint64_t) conf.tombstone_ttl_seconds);
 
     sigset_t mask;
     sigemptyset(&mask);
@@ -290,6 +292,7 @@ int main(int argc, char **argv)
 out:
     repl_free(srv.repl, 0);
     ae_free(srv.ae);
+    purge_free(srv.purge);
     if (sfd >= 0) (void) close(sfd);
     if (srv.cmd_state) cmd_free(&srv);
     store_close(store);

@@ -382,7 +382,7 @@ static void apply_event(struct repl *r, const struct codec_event *ev)
         r->stats.duplicate++;
         return;
     }
-    if (rc == LWW_OLDER) {
+    if (rc == LWW_OLDER || rc == LWW_PURGED) {
         r->stats.rejected++;
         return;
     }

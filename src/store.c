@@ -94,7 +94,7 @@
  */
 #define STORE_DB_FILE              "arborkv.db"
 #define STORE_APPLICATION_ID       1634888566 /* 0x61726b76, "arkv" */
-#define STORE_SCHEMA_VERSION       4          /* PRAGMA user_version of a current database */
+#define STORE_SCHEMA_VERSION       5          /* PRAGMA user_version of a current database */
 #define STORE_BUSY_TIMEOUT_MS      200        /* ms; waiting for another process's lock at open */
 #define STORE_CACHE_KIB            65536      /* KiB of page cache (PRAGMA cache_size = -N) */
 #define STORE_WAL_CHECKPOINT_PAGES 16384      /* pages (4 KiB) of WAL that trigger a checkpoint */
@@ -125,6 +125,15 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
      * tools/store_bench); anti-entropy lists a bucket's records with a filtered scan instead
      * (docs/anti-entropy.md). The column stays, kept right by store_attach_tree. */
     [4] = "DROP INDEX IF EXISTS records_khash;",
+    /* Tombstone purge (docs/anti-entropy.md): a partial index over tombstones only, so finding
+     * the expired ones never scans live rows and writes of live values never touch it; and the
+     * purge horizon (the largest ts of a tombstone ever purged here), which must survive
+     * restarts. */
+    [5] = "CREATE INDEX records_tombstones ON records(ts) WHERE tombstone = 1;"
+          "CREATE TABLE meta ("
+          " name TEXT PRIMARY KEY NOT NULL,"
+          " value INTEGER NOT NULL"
+          ") WITHOUT ROWID;",
 };
 
 /*
@@ -148,6 +157,9 @@ enum stmt_id {
     STMT_OUTBOX_ADD,   /* new outbox message */
     STMT_OUTBOX_DEL,   /* drop outbox message ?1 */
     STMT_OUTBOX_NEXT,  /* oldest outbox message with id > ?1 */
+    STMT_EXPIRED,      /* tombstones with 0 <= ts < ?1, oldest first, at most ?2 */
+    STMT_DELETE,       /* drop the record of ?1 */
+    STMT_HORIZON_SET,  /* raise the purge horizon to ?1 */
     STMT_BEGIN,
     STMT_COMMIT,
     STMT_ROLLBACK,
@@ -178,6 +190,13 @@ static const struct {
     [STMT_OUTBOX_DEL] = { "outbox delete", "DELETE FROM outbox WHERE id = ?1" },
     [STMT_OUTBOX_NEXT] = { "outbox read", "SELECT id, nevents, payload FROM outbox WHERE id > ?1"
                                           " ORDER BY id LIMIT 1" },
+    /* ts >= 0: a ts of 2^63 or more is stored negative and is in the far future, never expired.
+     * "tombstone = 1" makes the planner use the partial index records_tombstones. */
+    [STMT_EXPIRED] = { "purge", "SELECT key, tombstone, ts, op_id FROM records WHERE tombstone = 1"
+                                " AND ts >= 0 AND ts < ?1 ORDER BY ts LIMIT ?2" },
+    [STMT_DELETE] = { "purge", "DELETE FROM records WHERE key = ?1" },
+    [STMT_HORIZON_SET] = { "purge", "INSERT INTO meta (name, value) VALUES ('purge_horizon', ?1)"
+                                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value" },
     [STMT_BEGIN] = { "begin", "BEGIN IMMEDIATE" },
     [STMT_COMMIT] = { "commit", "COMMIT" },
     [STMT_ROLLBACK] = { "rollback", "ROLLBACK" },
@@ -196,6 +215,8 @@ struct store {
     uint64_t max_ts_at_open;        /* largest ts stored at open, 0 when empty */
     uint64_t outbox_rows_at_open;   /* outbox messages at open */
     uint64_t outbox_events_at_open; /* events in them */
+    uint64_t horizon;               /* purge horizon (store_purge_horizon), this connection's */
+    uint64_t horizon_at_begin;      /* horizon when the open transaction began */
     struct merkle *tree;            /* [borrow] tree kept in step with the records, or NULL */
     struct undo *undo;              /* tree changes of the open transaction, for rollback */
     size_t nundo, undo_cap;
@@ -539,6 +560,11 @@ static int load_counts(struct store *st, const char *path, char *err, size_t err
     if (rc != SQLITE_OK) return open_error(st, path, "count outbox", rc, err, errlen);
     st->outbox_rows_at_open = (uint64_t) v[0];
     st->outbox_events_at_open = (uint64_t) v[1];
+    rc = query_ints(st,
+                    "SELECT coalesce((SELECT value FROM meta WHERE name = 'purge_horizon'), 0)",
+                    v, 1, NULL);
+    if (rc != SQLITE_OK) return open_error(st, path, "read purge horizon", rc, err, errlen);
+    st->horizon = (uint64_t) v[0];
     return 0;
 }
 
@@ -681,6 +707,7 @@ int store_begin(struct store *st)
     st->in_txn = true;
     st->txn_failed = false;
     st->live_count_at_begin = st->live_count;
+    st->horizon_at_begin = st->horizon;
     return 0;
 }
 
@@ -693,6 +720,7 @@ static void end_with_rollback(struct store *st)
     st->in_txn = false;
     st->txn_failed = false;
     st->live_count = st->live_count_at_begin;
+    st->horizon = st->horizon_at_begin;
     /* The tree follows the data back, newest change first. */
     while (st->nundo) {
         const struct undo *u = &st->undo[--st->nundo];
@@ -859,6 +887,149 @@ int store_put_local(struct store *st, struct store_rec *rec)
     int rc = put(st, rec, &ts);
     if (rc == 0) rec->ts = ts;
     return rc;
+}
+
+/* ---- purge --------------------------------------------------------------------------------- */
+
+/* Marks the open transaction failed after a SQLite error on s (logged) and returns -EIO. */
+static int poison(struct store *st, sqlite3_stmt *s, const char *op)
+{
+    (void) sql_fail(st, s, op);
+    st->txn_failed = true;
+    return -EIO;
+}
+
+/* Raises the purge horizon to ts (never lowers it), in the open transaction. */
+static int raise_horizon(struct store *st, uint64_t ts)
+{
+    if (ts <= st->horizon) return 0;
+    sqlite3_stmt *s = st->stmt[STMT_HORIZON_SET];
+    int rc = sqlite3_bind_int64(s, 1, (sqlite3_int64) ts);
+    if (rc == SQLITE_OK) rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE) return poison(st, s, "purge");
+    if (finish(st, s, "purge") < 0) {
+        st->txn_failed = true;
+        return -EIO;
+    }
+    st->horizon = ts;
+    return 0;
+}
+
+/* Deletes the row of old->key, whose stored contents old describes, and takes its digest out
+ * of the tree. Raises the horizon to old->ts. */
+static int delete_rec(struct store *st, const struct store_rec *old)
+{
+    sqlite3_stmt *s = st->stmt[STMT_DELETE];
+    int rc = bind_bytes(s, 1, old->key, old->key_len);
+    if (rc == SQLITE_OK) rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE) return poison(st, s, "purge");
+    if (finish(st, s, "purge") < 0) {
+        st->txn_failed = true;
+        return -EIO;
+    }
+    if (!old->tombstone) st->live_count--;
+    if (st->tree) {
+        struct undo u = { .khash = merkle_key_hash(old->key, old->key_len), .has_old = true };
+        merkle_record_digest(old, u.old);
+        merkle_apply(st->tree, u.khash, u.old, NULL);
+        track(st, &u);
+    }
+    return raise_horizon(st, old->ts);
+}
+
+/* Checks the caller holds a healthy open transaction (the contract of every write). */
+static int writable(struct store *st, const char *op)
+{
+    release_pending(st);
+    if (!st->in_txn) {
+        log_error("store: %s: no open transaction", op);
+        return -EIO;
+    }
+    return st->txn_failed ? -EIO : 0;
+}
+
+int store_purge(struct store *st, uint64_t before, size_t limit, uint64_t *purged)
+{
+    *purged = 0;
+    int rc = writable(st, "purge");
+    if (rc < 0) return rc;
+    if (before > INT64_MAX) before = INT64_MAX;
+    if (limit > INT64_MAX) limit = INT64_MAX;
+
+    /* Collect first (key length, key, ts, op_id per row), delete after: no writes to the table
+     * while a statement still walks it. */
+    struct buf rows;
+    buf_init(&rows);
+    size_t n = 0;
+    sqlite3_stmt *s = st->stmt[STMT_EXPIRED];
+    rc = sqlite3_bind_int64(s, 1, (sqlite3_int64) before);
+    if (rc == SQLITE_OK) rc = sqlite3_bind_int64(s, 2, (sqlite3_int64) limit);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        size_t klen;
+        const uint8_t *key = column_bytes(s, 0, &klen);
+        struct store_rec r;
+        fill_rec(s, 1, false, &r);
+        buf_append(&rows, &klen, sizeof(klen));
+        buf_append(&rows, key, klen);
+        buf_append(&rows, &r.ts, sizeof(r.ts));
+        buf_append(&rows, r.op_id, sizeof(r.op_id));
+        n++;
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_DONE) {
+        buf_clear(&rows);
+        return poison(st, s, "purge");
+    }
+    if (finish(st, s, "purge") < 0) {
+        st->txn_failed = true;
+        buf_clear(&rows);
+        return -EIO;
+    }
+    const uint8_t *p = rows.data;
+    for (size_t i = 0; i < n && rc >= 0; i++) {
+        struct store_rec r = { .tombstone = true };
+        memcpy(&r.key_len, p, sizeof(r.key_len));
+        r.key = p + sizeof(r.key_len);
+        p = r.key + r.key_len;
+        memcpy(&r.ts, p, sizeof(r.ts));
+        memcpy(r.op_id, p + sizeof(r.ts), sizeof(r.op_id));
+        p += sizeof(r.ts) + sizeof(r.op_id);
+        if (r.key_len == 0) r.key = empty_bytes;
+        rc = delete_rec(st, &r);
+    }
+    buf_clear(&rows);
+    if (rc < 0) return rc;
+    *purged = n;
+    return 0;
+}
+
+int store_drop(struct store *st, const struct store_rec *rec)
+{
+    int rc = writable(st, "drop");
+    if (rc < 0) return rc;
+    struct store_rec cur;
+    rc = store_get_rec(st, rec->key, rec->key_len, &cur);
+    if (rc <= 0) return rc;
+    bool same = cur.ts == rec->ts && !memcmp(cur.op_id, rec->op_id, STORE_OP_ID_BYTES) &&
+                cur.tombstone == rec->tombstone;
+    if (!same) return 0;
+    /* cur's pointers die with the next statement: describe the row with the caller's bytes
+     * (equal, the key by lookup and the rest by the check above) and the stored value. */
+    struct store_rec old = *rec;
+    struct buf value;
+    buf_init(&value);
+    if (!cur.tombstone) buf_append(&value, cur.value, cur.value_len);
+    old.value = cur.tombstone ? NULL : (value.len ? value.data : empty_bytes);
+    old.value_len = cur.tombstone ? 0 : value.len;
+    release_pending(st);
+    rc = delete_rec(st, &old);
+    buf_clear(&value);
+    return rc < 0 ? rc : 1;
+}
+
+uint64_t store_purge_horizon(const struct store *st)
+{
+    return st->horizon;
 }
 
 /* ---- scans --------------------------------------------------------------------------------- */

@@ -223,6 +223,7 @@ static void check_defaults(const struct conf *c)
     ASSERT_EQ(c->client_output_limit, 64 * 1024 * 1024);
     ASSERT_EQ(c->log_level, LOG_INFO);
     ASSERT(c->node_id == NULL);
+    ASSERT_EQ(c->tombstone_ttl_seconds, 7 * 86400);
     ASSERT(!c->repl_enabled);
     ASSERT_STR_EQ(c->mqtt_broker, "127.0.0.1");
     ASSERT_EQ(c->mqtt_port, 1883);
@@ -344,8 +345,10 @@ TEST(arborkv_keys)
                 "client_output_limit = 1_048_576\n"
                 "log_level = \"debug\"\n"
                 "node_id = \"db1-7379\"\n"
+                "tombstone_ttl_seconds = 3600\n"
                 "[replication]\n"
                 "username = \"user\"\n");
+    ASSERT_EQ(c.tombstone_ttl_seconds, 3600);
     ASSERT_EQ(c.fsync, CONF_FSYNC_ALWAYS);
     ASSERT_EQ(c.max_clients, 500);
     ASSERT_EQ(c.client_output_limit, 1048576);
@@ -895,6 +898,8 @@ TEST(err_values_out_of_range)
                "replication.mqtt_port must be an integer in 1..65535");
     EXPECT_ERR("[replication]\nmqtt_port = 65536\n", 2,
                "replication.mqtt_port must be an integer in 1..65535");
+    EXPECT_ERR("tombstone_ttl_seconds = -1", 1,
+               "tombstone_ttl_seconds must be an integer in 0..3153600000");
     EXPECT_ERR("[anti_entropy]\ninterval_seconds = 0\n", 2,
                "anti_entropy.interval_seconds must be an integer in 1..86400");
     EXPECT_ERR("[anti_entropy]\ninterval_seconds = 86401\n", 2,

@@ -4,6 +4,7 @@
  * persistence, scans over binary keys, and the files store_open must refuse without touching.
  * Each case works in its own mkdtemp() directory and removes it at the end.
  */
+#include "arborkv/lww.h"
 #include "arborkv/merkle.h"
 #include "arborkv/store.h"
 
@@ -784,10 +785,10 @@ TEST(refuse_newer_schema)
     put(st, "a", "1", 1);
     ASSERT_OK(store_commit(st));
     store_close(st);
-    exec_raw(tmp_path("arborkv.db"), "PRAGMA user_version = 5;");
-    expect_refused_untouched(tmp_root, -ENOTSUP, "schema version 5");
+    exec_raw(tmp_path("arborkv.db"), "PRAGMA user_version = 6;");
+    expect_refused_untouched(tmp_root, -ENOTSUP, "schema version 6");
     /* Back to the current version: the data is still there. */
-    exec_raw(tmp_path("arborkv.db"), "PRAGMA user_version = 4;");
+    exec_raw(tmp_path("arborkv.db"), "PRAGMA user_version = 5;");
     st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
     expect(st, "a", "1");
     store_close(st);
@@ -974,8 +975,10 @@ TEST(schema_1_is_migrated_keeping_records)
     put(st, "a", "1", 1);
     ASSERT_OK(store_commit(st));
     store_close(st);
-    /* What a version-1 database looks like: no outbox table, no key hash column. */
-    exec_raw(tmp_path("arborkv.db"), "DROP TABLE outbox;"
+    /* What a version-1 database looks like: no outbox table, no key hash column, no purge
+     * index or meta table. */
+    exec_raw(tmp_path("arborkv.db"), "DROP TABLE outbox; DROP INDEX records_tombstones;"
+                                     "DROP TABLE meta;"
                                      "ALTER TABLE records DROP COLUMN khash;"
                                      "PRAGMA user_version = 1;");
     st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
@@ -1051,6 +1054,173 @@ TEST(tree_follows_writes_and_rollbacks)
     rm_tmp();
 }
 
+/* The stored record of key: asserts it exists; returns its ts. */
+static uint64_t rec_ts(struct store *st, const char *key, bool *tombstone)
+{
+    struct store_rec r;
+    ASSERT_EQ(store_get_rec(st, (const uint8_t *) key, strlen(key), &r), 1);
+    if (tombstone) *tombstone = r.tombstone;
+    return r.ts;
+}
+
+static bool has_rec(struct store *st, const char *key)
+{
+    struct store_rec r;
+    int rc = store_get_rec(st, (const uint8_t *) key, strlen(key), &r);
+    ASSERT(rc == 0 || rc == 1);
+    return rc == 1;
+}
+
+TEST(purge_deletes_only_expired_tombstones_and_keeps_the_tree_in_step)
+{
+    make_tmp();
+    struct store *st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    struct merkle *m = NULL;
+    ASSERT_OK(merkle_new(&m, 16, 2));
+    ASSERT_OK(store_attach_tree(st, m));
+    put(st, "old-dead", NULL, 100);
+    put(st, "older-dead", NULL, 50);
+    put(st, "young-dead", NULL, 1000);
+    put(st, "old-live", "v", 10);
+    put(st, "edge-dead", NULL, 500); /* ts == cutoff: not below it, kept */
+    /* ts >= 2^63 is stored negative: in the far future, never expired. */
+    put(st, "future-dead", NULL, (UINT64_C(1) << 63) + 5);
+    ASSERT_OK(store_commit(st));
+    ASSERT_U64_EQ(store_purge_horizon(st), 0);
+    ASSERT_U64_EQ(store_live_count(st), 1);
+
+    /* A batch limit of 1 takes the oldest first. */
+    uint64_t n = 99;
+    ASSERT_OK(store_begin(st));
+    ASSERT_OK(store_purge(st, 500, 1, &n));
+    ASSERT_U64_EQ(n, 1);
+    ASSERT(!has_rec(st, "older-dead"));
+    ASSERT(has_rec(st, "old-dead"));
+    ASSERT_U64_EQ(store_purge_horizon(st), 50);
+    ASSERT_OK(store_purge(st, 500, 100, &n));
+    ASSERT_U64_EQ(n, 1);
+    ASSERT_OK(store_purge(st, 500, 100, &n));
+    ASSERT_U64_EQ(n, 0);
+    ASSERT_OK(store_commit(st));
+    ASSERT_U64_EQ(store_purge_horizon(st), 100);
+    ASSERT(!has_rec(st, "old-dead"));
+    ASSERT(has_rec(st, "young-dead") && has_rec(st, "edge-dead") && has_rec(st, "future-dead"));
+    expect(st, "old-live", "v");
+    ASSERT_U64_EQ(store_live_count(st), 1);
+    ASSERT_U64_EQ(merkle_count(m), 4);
+    uint8_t a[MERKLE_DIGEST_LEN], b[MERKLE_DIGEST_LEN];
+    merkle_root(m, a);
+    fresh_root(st, b);
+    ASSERT_MEM_EQ(a, b, MERKLE_DIGEST_LEN);
+
+    /* A rolled-back purge restores the rows' digests, the horizon and nothing else changes. */
+    ASSERT_OK(store_begin(st));
+    ASSERT_OK(store_purge(st, 2000, 100, &n));
+    ASSERT_U64_EQ(n, 2);
+    ASSERT_U64_EQ(store_purge_horizon(st), 1000);
+    store_rollback(st);
+    ASSERT_U64_EQ(store_purge_horizon(st), 100);
+    merkle_root(m, b);
+    ASSERT_MEM_EQ(a, b, MERKLE_DIGEST_LEN);
+    ASSERT(has_rec(st, "young-dead"));
+    store_close(st);
+
+    /* The horizon is persisted. */
+    st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    ASSERT_U64_EQ(store_purge_horizon(st), 100);
+    store_close(st);
+    merkle_free(m);
+    rm_tmp();
+}
+
+TEST(drop_deletes_only_the_exact_version)
+{
+    make_tmp();
+    struct store *st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    struct merkle *m = NULL;
+    ASSERT_OK(merkle_new(&m, 16, 2));
+    ASSERT_OK(store_attach_tree(st, m));
+    put(st, "k", "v", 40);
+    put(st, "other", "w", 41);
+    ASSERT_OK(store_commit(st));
+    struct store_rec want = { .key = (const uint8_t *) "k", .key_len = 1, .ts = 40 };
+    fill_op_id(want.op_id, 40);
+
+    ASSERT_OK(store_begin(st));
+    struct store_rec wrong = want;
+    wrong.ts = 39; /* another version */
+    ASSERT_EQ(store_drop(st, &wrong), 0);
+    wrong = want;
+    wrong.op_id[3] ^= 1;
+    ASSERT_EQ(store_drop(st, &wrong), 0);
+    wrong = want;
+    wrong.tombstone = true;
+    ASSERT_EQ(store_drop(st, &wrong), 0);
+    wrong = want;
+    wrong.key = (const uint8_t *) "absent";
+    wrong.key_len = 6;
+    ASSERT_EQ(store_drop(st, &wrong), 0);
+    ASSERT_U64_EQ(store_purge_horizon(st), 0);
+    ASSERT_EQ(store_drop(st, &want), 1);
+    ASSERT_OK(store_commit(st));
+    ASSERT(!has_rec(st, "k")); /* gone, no tombstone left */
+    ASSERT_U64_EQ(store_live_count(st), 1);
+    ASSERT_U64_EQ(store_purge_horizon(st), 40);
+    uint8_t a[MERKLE_DIGEST_LEN], b[MERKLE_DIGEST_LEN];
+    merkle_root(m, a);
+    fresh_root(st, b);
+    ASSERT_MEM_EQ(a, b, MERKLE_DIGEST_LEN);
+    ASSERT_U64_EQ(merkle_count(m), 1);
+    store_close(st);
+    merkle_free(m);
+    rm_tmp();
+}
+
+TEST(lww_apply_refuses_what_a_purged_tombstone_may_have_beaten)
+{
+    make_tmp();
+    struct store *st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    put(st, "gone", NULL, 100); /* deleted at 100 */
+    put(st, "kept", "v", 20);
+    ASSERT_OK(store_commit(st));
+    uint64_t n;
+    ASSERT_OK(store_begin(st));
+    ASSERT_OK(store_purge(st, 150, 100, &n));
+    ASSERT_OK(store_commit(st));
+    ASSERT_U64_EQ(n, 1);
+
+    /* The live value the delete replaced, arriving late: refused, not resurrected. */
+    struct store_rec late = { .key = (const uint8_t *) "gone", .key_len = 4,
+                              .value = (const uint8_t *) "old", .value_len = 3, .ts = 90 };
+    fill_op_id(late.op_id, 90);
+    ASSERT_EQ(lww_apply(st, &late), LWW_PURGED);
+    late.ts = 100; /* not above the horizon either */
+    ASSERT_EQ(lww_apply(st, &late), LWW_PURGED);
+    late.tombstone = true; /* nor an old tombstone */
+    late.ts = 99;
+    ASSERT_EQ(lww_apply(st, &late), LWW_PURGED);
+    ASSERT_OK(store_commit(st));
+    ASSERT(!has_rec(st, "gone"));
+    /* A key the store holds is decided by LWW as always, whatever its age. */
+    struct store_rec aged = { .key = (const uint8_t *) "kept", .key_len = 4,
+                              .value = (const uint8_t *) "w", .value_len = 1, .ts = 30 };
+    fill_op_id(aged.op_id, 30);
+    ASSERT_EQ(lww_apply(st, &aged), LWW_APPLIED);
+    /* A newer write of the purged key is welcome. */
+    struct store_rec newer = late;
+    newer.tombstone = false;
+    newer.ts = 101;
+    ASSERT_EQ(lww_apply(st, &newer), LWW_APPLIED);
+    ASSERT_OK(store_commit(st));
+    expect(st, "kept", "w");
+    expect(st, "gone", "old");
+    bool tomb = true;
+    ASSERT_U64_EQ(rec_ts(st, "gone", &tomb), 101);
+    ASSERT(!tomb);
+    store_close(st);
+    rm_tmp();
+}
+
 TEST(close_is_null_safe)
 {
     store_close(NULL);
@@ -1062,6 +1232,9 @@ TEST_LIST{
     TEST_ENTRY(put_local_supersedes_the_stored_version),
     TEST_ENTRY(outbox_add_read_delete_and_counts),
     TEST_ENTRY(schema_1_is_migrated_keeping_records),
+    TEST_ENTRY(purge_deletes_only_expired_tombstones_and_keeps_the_tree_in_step),
+    TEST_ENTRY(drop_deletes_only_the_exact_version),
+    TEST_ENTRY(lww_apply_refuses_what_a_purged_tombstone_may_have_beaten),
     TEST_ENTRY(put_get_sqlite),
     TEST_ENTRY(tombstone_and_live_count),
     TEST_ENTRY(empty_value_is_not_a_tombstone),

@@ -43,6 +43,7 @@ struct conf {
     int64_t client_output_limit; /* bytes of unread output before disconnect; default 64 MiB */
     int log_level;               /* enum log_level; default LOG_INFO */
     char *node_id;               /* node id; default NULL = derived (see docs) */
+    int64_t tombstone_ttl_seconds; /* tombstone purge age; default 7 days, 0 = never */
     /* [replication] */
     bool repl_enabled;              /* default false */
     char *mqtt_broker;              /* default "127.0.0.1" */

@@ -109,6 +109,26 @@ enum store_scan_flags {
 int store_scan(struct store *st, const uint8_t *prefix, size_t prefix_len, const uint8_t *after,
                size_t after_len, unsigned flags, store_scan_fn *fn, void *arg);
 
+/*
+ * Tombstone purge (docs/anti-entropy.md, "Tombstone purge"). Both need an open transaction and
+ * keep the tree in step (rollback included).
+ *
+ * store_purge deletes up to limit tombstones with ts < before, oldest first, sets *purged to the
+ * number deleted, and raises the purge horizon to the largest ts deleted. Returns 0 or -EIO.
+ *
+ * store_drop deletes the record of rec->key iff the stored one is exactly rec's version (same
+ * ts, op_id and tombstone flag; the value is not compared) and raises the horizon to its ts; no
+ * tombstone is left. Returns 1 dropped, 0 when the stored record is another version or there is
+ * none, or -EIO.
+ *
+ * store_purge_horizon: the largest ts of a record purged or dropped here, ever (persisted; 0 when
+ * none). A record with ts <= horizon for a key this store holds nothing for may be one whose
+ * tombstone was purged: lww_apply refuses it.
+ */
+int store_purge(struct store *st, uint64_t before, size_t limit, uint64_t *purged);
+int store_drop(struct store *st, const struct store_rec *rec);
+uint64_t store_purge_horizon(const struct store *st);
+
 /* Number of live (non-tombstone) keys; kept in memory, O(1). */
 uint64_t store_live_count(const struct store *st);
 /* Largest ts of any record at open time (for the HLC across restarts); 0 for an empty store. */
