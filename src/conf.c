@@ -39,6 +39,8 @@ struct value {
     char **items;     /* V_ARRAY of strings: NULL-terminated, heap; NULL if not all strings */
     size_t nitems;    /* V_ARRAY: elements */
     bool all_strings; /* V_ARRAY: every element was a string */
+    const char *bad;  /* not valid TOML (a bare word): the token, in the file text; or NULL */
+    int bad_len;      /* its length, for messages (at most 40) */
 };
 
 struct parser {
@@ -679,6 +681,10 @@ static int parse_array(struct parser *ps, struct value *v, int depth)
             value_clear(&item);
             return rc;
         }
+        if (item.bad && !v->bad) {
+            v->bad = item.bad;
+            v->bad_len = item.bad_len;
+        }
         if (item.type == V_STR) {
             v->items = xrealloc(v->items, (v->nitems + 2) * sizeof(*v->items));
             v->items[v->nitems++] = item.str;
@@ -725,11 +731,106 @@ static int skip_inline_table(struct parser *ps, int depth)
     }
 }
 
+/* ---- bare values other than booleans and decimal integers (TOML 1.0) ---- */
+
+/* n digits (of base `digits`) at *p, with single '_' between digits; advances *p. */
+static bool digit_run(const char **p, const char *end, const char *digits)
+{
+    const char *s = *p;
+    while (s < end && *s && strchr(digits, *s)) {
+        s++;
+        if (s + 1 < end && *s == '_' && strchr(digits, s[1])) s++;
+    }
+    bool ok = s > *p;
+    *p = s;
+    return ok;
+}
+
+/* Exactly n decimal digits at *p; advances *p. */
+static bool fixed_digits(const char **p, const char *end, int n)
+{
+    for (int i = 0; i < n; i++, (*p)++)
+        if (*p >= end || **p < '0' || **p > '9') return false;
+    return true;
+}
+
+/* HH:MM:SS[.frac] */
+static bool toml_time(const char **p, const char *end)
+{
+    if (!fixed_digits(p, end, 2) || *p >= end || *(*p)++ != ':') return false;
+    if (!fixed_digits(p, end, 2) || *p >= end || *(*p)++ != ':') return false;
+    if (!fixed_digits(p, end, 2)) return false;
+    if (*p < end && **p == '.') { /* fraction: plain digits, no '_' */
+        const char *f = ++*p;
+        while (*p < end && **p >= '0' && **p <= '9')
+            (*p)++;
+        return *p > f;
+    }
+    return true;
+}
+
+/* A float (1.5, 6e23, -inf, nan), a 0x/0o/0b integer, or a date, time or date-time: the
+ * TOML values kept opaque. s..end is the scanned bare token. */
+static bool toml_other_value(const char *s, const char *end)
+{
+    const char *p = s;
+    if (end - s > 2 && s[0] == '0' && strchr("xob", s[1])) {
+        p = s + 2;
+        const char *digits = s[1] == 'x' ? "0123456789abcdefABCDEF" : s[1] == 'o' ? "01234567" : "01";
+        return digit_run(&p, end, digits) && p == end;
+    }
+    if (p < end && (*p == '+' || *p == '-')) p++;
+    if (end - p == 3 && (!memcmp(p, "inf", 3) || !memcmp(p, "nan", 3))) return true;
+    /* Date first: 4 digits then '-' cannot be a number. */
+    const char *d = s;
+    if (fixed_digits(&d, end, 4) && d < end && *d == '-') {
+        d++;
+        if (!fixed_digits(&d, end, 2) || d >= end || *d++ != '-' || !fixed_digits(&d, end, 2))
+            return false;
+        if (d == end) return true; /* local date */
+        if (*d != 'T' && *d != 't' && *d != ' ') return false;
+        d++;
+        if (!toml_time(&d, end)) return false;
+        if (d == end) return true; /* local date-time */
+        if ((*d == 'Z' || *d == 'z') && d + 1 == end) return true;
+        if (*d != '+' && *d != '-') return false;
+        d++;
+        return fixed_digits(&d, end, 2) && d < end && *d++ == ':' && fixed_digits(&d, end, 2) &&
+               d == end;
+    }
+    const char *t = s;
+    if (toml_time(&t, end) && t == end) return true; /* local time */
+    /* Float: int part, then a fraction, an exponent, or both. */
+    if (!digit_run(&p, end, "0123456789")) return false;
+    bool frac = false, exp = false;
+    if (p < end && *p == '.') {
+        p++;
+        if (!digit_run(&p, end, "0123456789")) return false;
+        frac = true;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        if (!digit_run(&p, end, "0123456789")) return false;
+        exp = true;
+    }
+    return p == end && (frac || exp);
+}
+
+/* Whether a date at s..end may go on with " HH:MM…" (TOML allows a space for the T). */
+static bool date_then_space_time(const char *s, const char *p, const char *end)
+{
+    return p - s == 10 && s[4] == '-' && s[7] == '-' && end - p >= 4 && p[0] == ' ' &&
+           p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9' && p[3] == ':';
+}
+
 static int parse_value(struct parser *ps, struct value *v, int depth)
 {
-    if (depth > CONF_MAX_DEPTH) return perr(ps, "values nested too deeply");
     if (ps->p >= ps->end || *ps->p == '\n' || *ps->p == '#') return perr(ps, "missing value");
     char ch = *ps->p;
+    /* depth counts the arrays and inline tables around this value: at most CONF_MAX_DEPTH. */
+    if ((ch == '[' || ch == '{') && depth >= CONF_MAX_DEPTH)
+        return perr(ps, "values nested too deeply");
     if (ch == '"' || ch == '\'') {
         v->type = V_STR;
         return parse_string(ps, &v->str);
@@ -742,6 +843,12 @@ static int parse_value(struct parser *ps, struct value *v, int depth)
     const char *start = ps->p;
     while (ps->p < ps->end && (is_bare(*ps->p) || *ps->p == '+' || *ps->p == '.' || *ps->p == ':'))
         ps->p++;
+    if (date_then_space_time(start, ps->p, ps->end)) {
+        ps->p++;
+        while (ps->p < ps->end &&
+               (is_bare(*ps->p) || *ps->p == '+' || *ps->p == '.' || *ps->p == ':'))
+            ps->p++;
+    }
     size_t n = (size_t) (ps->p - start);
     if (n == 0) return perr(ps, "invalid value starting with '%c'", ch);
     if ((n == 4 && !memcmp(start, "true", 4)) || (n == 5 && !memcmp(start, "false", 5))) {
@@ -782,8 +889,13 @@ static int parse_value(struct parser *ps, struct value *v, int depth)
         v->i = neg ? (int64_t) (0 - acc) : (int64_t) acc;
         return 0;
     }
-    /* A float, date or time: kept opaque; a known key refuses it with its own reason. */
+    /* A float, date or time: kept opaque; a known key refuses it with its own reason. Anything
+     * else (a bare word) is not TOML: an unknown key refuses it in parse_statement. */
     v->type = V_OTHER;
+    if (!toml_other_value(start, ps->p)) {
+        v->bad = start;
+        v->bad_len = n > 40 ? 40 : (int) n;
+    }
     return 0;
 }
 
@@ -829,15 +941,20 @@ static int parse_key(struct parser *ps, char *out, size_t outlen)
     return 0;
 }
 
-static bool mark_seen(struct parser *ps, const char *table, const char *key)
+/* Records a table header (is_table) or a key of a table; false when already seen. Entries are
+ * kind byte, table, NUL, key, NUL: a table header and a key named "" never collide. */
+static bool mark_seen(struct parser *ps, bool is_table, const char *table, const char *key)
 {
+    char kind = is_table ? 'T' : 'K';
     size_t tl = strlen(table), kl = strlen(key);
     for (size_t pos = 0; pos < ps->seen.len;) {
-        const char *t = (const char *) ps->seen.data + pos;
+        const char *e = (const char *) ps->seen.data + pos;
+        const char *t = e + 1;
         const char *k = t + strlen(t) + 1;
-        if (!strcmp(t, table) && !strcmp(k, key)) return false;
-        pos += strlen(t) + 1 + strlen(k) + 1;
+        if (*e == kind && !strcmp(t, table) && !strcmp(k, key)) return false;
+        pos += 1 + strlen(t) + 1 + strlen(k) + 1;
     }
+    buf_append(&ps->seen, &kind, 1);
     buf_append(&ps->seen, table, tl + 1);
     buf_append(&ps->seen, key, kl + 1);
     return true;
@@ -853,7 +970,7 @@ static int parse_statement(struct parser *ps)
         if (rc < 0) return rc;
         if (ps->p >= ps->end || *ps->p != ']') return perr(ps, "expected ']' after table name");
         ps->p++;
-        if (!mark_seen(ps, name, "")) return perr(ps, "table [%s] defined twice", name);
+        if (!mark_seen(ps, true, name, "")) return perr(ps, "table [%s] defined twice", name);
         (void) snprintf(ps->table, sizeof(ps->table), "%s", name);
         if (!known_table(name))
             add_warning(ps->c, "%s:%d: unknown table [%s]", ps->path, ps->line, name);
@@ -868,10 +985,17 @@ static int parse_statement(struct parser *ps)
     int line = ps->line;
     struct value v = { 0 };
     rc = parse_value(ps, &v, 0);
-    if (rc == 0 && !mark_seen(ps, ps->table, key)) rc = perr(ps, "duplicate key '%s'", key);
+    if (rc == 0 && !mark_seen(ps, false, ps->table, key)) {
+        ps->line = line; /* the key's line, also when its value spans lines */
+        rc = perr(ps, "duplicate key '%s'", key);
+    }
     if (rc == 0) {
         const struct key_def *d = find_key(ps->table, key);
-        if (!d) {
+        if (!d && v.bad) {
+            ps->line = line;
+            rc = perr(ps, "invalid value '%.*s' for key '%s' (strings need quotes)", v.bad_len,
+                      v.bad, key);
+        } else if (!d) {
             if (known_table(ps->table))
                 add_warning(ps->c, "%s:%d: unknown key '%s'%s%s%s", ps->path, line, key,
                             *ps->table ? " in [" : "", ps->table, *ps->table ? "]" : "");

@@ -649,15 +649,17 @@ TEST(unknown_keys_accept_other_toml_values)
                                    "e = 6.02e+23\n"
                                    "d = 1979-05-27T07:32:00Z\n"
                                    "t = 07:32:00\n"
+                                   "ds = 1979-05-27 07:32:00.999-07:00\n"
+                                   "dl = 1979-05-27\n"
                                    "h = 0x10\n"
-                                   "z = 007\n"
+                                   "z = 0b1_0\n"
                                    "i = -inf\n"
                                    "it = { a = 1, b = \"}\", c = [1, 2], d = { e = 'f' } }\n"
                                    "n = [[1, 2], [\"a\", 'b'], [], {x = 1}]\n"
                                    "m = [1, \"a\", true, 2.5]\n"
                                    "port = 1\n");
-    ASSERT_EQ(c.nwarnings, 10);
-    EXPECT_WARNING(&c, 7, "%s:8: unknown key 'it'", path);
+    ASSERT_EQ(c.nwarnings, 12);
+    EXPECT_WARNING(&c, 9, "%s:10: unknown key 'it'", path);
     ASSERT_EQ(c.port, 1);
     conf_clear(&c);
     rm_tmp();
@@ -831,6 +833,20 @@ TEST(err_keys_and_equals)
     rm_tmp();
 }
 
+TEST(err_bare_words_in_unknown_keys)
+{
+    make_tmp();
+    EXPECT_ERR("mode = fast\n", 1, "invalid value 'fast' for key 'mode' (strings need quotes)");
+    EXPECT_ERR("\n\nz = 007\n", 3, "invalid value '007' for key 'z' (strings need quotes)");
+    EXPECT_ERR("[foo]\nx = [1, [yes]]\n", 2,
+               "invalid value 'yes' for key 'x' (strings need quotes)");
+    EXPECT_ERR("x = 1.\n", 1, "invalid value '1.' for key 'x' (strings need quotes)");
+    EXPECT_ERR("x = 1979-13\n", 1, "invalid value '1979-13' for key 'x' (strings need quotes)");
+    EXPECT_ERR("x = 0x\n", 1, "invalid value '0x' for key 'x' (strings need quotes)");
+    EXPECT_ERR("x = 7:32:00\n", 1, "invalid value '7:32:00' for key 'x' (strings need quotes)");
+    rm_tmp();
+}
+
 TEST(err_duplicates)
 {
     make_tmp();
@@ -841,6 +857,15 @@ TEST(err_duplicates)
     EXPECT_ERR("[replication]\n[anti_entropy]\n[replication]\n", 3,
                "table [replication] defined twice");
     EXPECT_ERR("[foo]\n[foo]\n", 2, "table [foo] defined twice");
+    /* The line of the duplicate key, also when the first value spans lines. */
+    EXPECT_ERR("[replication]\npeer_list = [\n\"a\",\n]\npeer_list = [\n\"b\"\n]\n", 5,
+               "duplicate key 'peer_list'");
+    /* An empty quoted key is a key like any other, not the table's own entry. */
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, "[foo]\n\"\" = 1\n");
+    conf_clear(&c);
+    EXPECT_ERR("[foo]\n\"\" = 1\n'' = 2\n", 3, "duplicate key ''");
     /* The same key in different tables is fine (see merklekv_file: enabled, peer_list). */
     rm_tmp();
 }
@@ -1008,7 +1033,8 @@ TEST(err_text_after_value)
     EXPECT_ERR("[replication]\nenabled = true false\n", 2, "unexpected text after value: 'false'");
     EXPECT_ERR("[replication] x\n", 1, "unexpected text after value: 'x'");
     EXPECT_ERR("[replication]\npeer_list = [\"a\"] ,\n", 2, "unexpected text after value: ','");
-    EXPECT_ERR("x = 1979-05-27 07:32:00", 1, "unexpected text after value: '07:32:00'");
+    EXPECT_ERR("x = 1979-05-27 07:32:00 x", 1, "unexpected text after value: 'x'");
+    EXPECT_ERR("x = 1979-05-27 bar", 1, "unexpected text after value: 'bar'");
     rm_tmp();
 }
 
@@ -1043,6 +1069,10 @@ TEST(err_arrays)
     conf_clear(&c);
     EXPECT_ERR("x = [[[[[[[[[[[[[[[[[\"a\"]]]]]]]]]]]]]]]]]\n", 1, "values nested too deeply");
     EXPECT_ERR("x = [[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]\n", 1, "values nested too deeply");
+    EXPECT_ERR("x = [[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]\n", 1, "values nested too deeply"); /* 17 */
+    conf_init(&c);
+    LOAD_OK(&c, "x = [[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]\n"); /* 16 */
+    conf_clear(&c);
     EXPECT_ERR("x = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", 1,
                "values nested too deeply");
     rm_tmp();
@@ -1353,6 +1383,7 @@ TEST_LIST{
     TEST_ENTRY(err_control_characters_in_strings),
     TEST_ENTRY(err_multi_line_strings),
     TEST_ENTRY(err_keys_and_equals),
+    TEST_ENTRY(err_bare_words_in_unknown_keys),
     TEST_ENTRY(err_duplicates),
     TEST_ENTRY(err_bad_integers),
     TEST_ENTRY(err_integer_out_of_64_bits),
