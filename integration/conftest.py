@@ -867,6 +867,7 @@ class Broker(ManagedProcess):
             "connection_messages true",
             "max_queued_messages 1000000",
             "max_queued_bytes 0",
+            "set_tcp_nodelay true",  # as docs/replication.md recommends
         ]
         if os.geteuid() == 0:
             lines.append("user root")  # else mosquitto switches to user mosquitto: no access here
