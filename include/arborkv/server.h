@@ -25,6 +25,7 @@ struct merkle;
 struct conn;
 struct repl;
 struct ae;
+struct mirror;
 
 /* Command families counted by STATS (protocol.md §4), in output order. */
 enum stat_cat {
@@ -70,6 +71,7 @@ struct server {
     struct opid_pool opids;    /* random op_ids of local writes */
     struct repl *repl;         /* replication layer (owned by main), NULL when not built */
     struct ae *ae;             /* anti-entropy (owned by main), NULL when not built */
+    struct mirror *mirror;     /* SYNC (owned by main), NULL when not built */
     const char *node_id;       /* [borrow] this node's id, from the config */
     const char *engine_name;   /* "sqlite" or "memory" */
     const char *fsync_name;    /* "normal" or "always" */
