@@ -56,9 +56,9 @@ void mirror_free(struct mirror *m);
 
 /*
  * Starts SYNC from host:port for client c (host [borrow], copied). Returns 0 when started: c is
- * blocked and answered ("OK" or an error) when it ends. Returns <0 when it cannot start, with
- * the reason (the client's error message) in err: -EBUSY (a SYNC is in progress), -EINVAL (bad
- * host).
+ * blocked and answered ("OK" or an error) when it ends. Returns <0 when it cannot start or
+ * failed at once, with the reason (the client's error message) in err: -EBUSY (a SYNC is in
+ * progress), -EINVAL (bad host), -ECONNREFUSED (resolving or connecting failed on the spot).
  */
 int mirror_start(struct mirror *m, struct conn *c, const char *host, int port, bool full,
                  bool verify, char *err, size_t errlen);
