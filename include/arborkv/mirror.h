@@ -35,11 +35,11 @@
 
 #include "arborkv/buf.h"
 
-#define MIRROR_GET_WINDOW        64                 /* line fallback: GETs in flight at most */
-#define MIRROR_DELETE_BATCH      1024               /* local keys deleted per loop turn at most */
-#define MIRROR_HOST_MAX          255                /* bytes of a host name */
-#define MIRROR_MAX_LINE          (1024 * 1024 + 64) /* bytes of one line reply (fallback) */
-#define MIRROR_MAX_BULK          (64u * 1024 * 1024 + 512 * 1024) /* bytes of one RESP reply */
+#define MIRROR_GET_WINDOW   64                 /* line fallback: GETs in flight at most */
+#define MIRROR_DELETE_BATCH 1024               /* local keys deleted per loop turn at most */
+#define MIRROR_HOST_MAX     255                /* bytes of a host name */
+#define MIRROR_MAX_LINE     (1024 * 1024 + 64) /* bytes of one line reply (fallback) */
+#define MIRROR_MAX_BULK     (64u * 1024 * 1024 + 512 * 1024) /* bytes of one RESP reply */
 
 struct server;
 struct conn;
