@@ -36,20 +36,14 @@ enum ae_type { T_NODES_REQ = 1, T_NODES = 2, T_RECS_REQ = 3, T_RECS = 4, T_DROP 
 enum { F_MORE = 1, F_PUSH = 2 };
 
 struct session {
-    struct session *next;
-    struct ae *ae;
-    char *peer;
-    uint64_t sid;
-    bool pulling;   /* false: descending the trees; true: exchanging leaf records */
-    unsigned level; /* level of the nodes in cur (descent) */
-    uint32_t *cur;  /* nodes to expand, or differing leaves */
-    size_t ncur, cap_cur;
-    size_t chunk, chunk_n; /* the slice of cur the outstanding request covers */
-    uint32_t *next_nodes;
-    size_t nnext, cap_next;
-    uint64_t timer; /* step timeout */
-    uint64_t started_us;
-    uint64_t applied; /* records that won LWW here */
+    struct session *next; /* a->sessions list */
+    struct ae *ae;        /* owner */
+    char *peer;           /* peer's node id; heap */
+    uint64_t sid;         /* random session id */
+    struct ae_walk w;     /* descent, then the differing leaves */
+    uint64_t timer;       /* step timeout */
+    uint64_t started_us;  /* loop_now_us() at start */
+    uint64_t applied;     /* records that won LWW here */
 };
 
 struct ae {
@@ -99,18 +93,19 @@ static void put_u64(struct buf *b, uint64_t v)
     buf_append(b, p, 8);
 }
 
-static void put_header(struct ae *a, enum ae_type t, uint64_t sid)
+/* Resets out and writes a message header. from: 1..255 bytes (node ids are checked by conf). */
+static void put_header(struct buf *out, enum ae_type t, uint64_t sid, const char *from)
 {
-    const char *me = a->srv->node_id;
-    size_t n = strlen(me);
-    buf_reset(&a->out);
-    put_u8(&a->out, AE_MAGIC0);
-    put_u8(&a->out, AE_MAGIC1);
-    put_u8(&a->out, AE_VERSION);
-    put_u8(&a->out, (uint8_t) t);
-    put_u64(&a->out, sid);
-    put_u8(&a->out, (uint8_t) n);
-    buf_append(&a->out, me, n);
+    size_t n = strlen(from);
+    if (n > 255) n = 255;
+    buf_reset(out);
+    put_u8(out, AE_MAGIC0);
+    put_u8(out, AE_MAGIC1);
+    put_u8(out, AE_VERSION);
+    put_u8(out, (uint8_t) t);
+    put_u64(out, sid);
+    put_u8(out, (uint8_t) n);
+    buf_append(out, from, n);
 }
 
 static void put_rec(struct buf *b, const struct store_rec *r)
@@ -212,21 +207,122 @@ static bool get_rec(struct cur *c, struct store_rec *r)
     return !c->bad;
 }
 
+/*
+ * Reads a message header. from (256 bytes) receives the sender's id, NUL-terminated. Returns 0,
+ * or -EBADMSG (bad magic or version, empty or unusable sender id, truncated).
+ */
+static int get_header(struct cur *c, unsigned *type, uint64_t *sid, char from[256])
+{
+    const uint8_t *magic, *fromp;
+    if (!take(c, 2, &magic) || magic[0] != AE_MAGIC0 || magic[1] != AE_MAGIC1 ||
+        get_le(c, 1) != AE_VERSION)
+        return -EBADMSG;
+    *type = (unsigned) get_le(c, 1);
+    *sid = get_le(c, 8);
+    size_t flen = (size_t) get_le(c, 1);
+    if (!take(c, flen, &fromp) || flen == 0) return -EBADMSG;
+    memcpy(from, fromp, flen);
+    from[flen] = '\0';
+    if (strlen(from) != flen || strchr(from, '/') || strchr(from, '+') || strchr(from, '#'))
+        return -EBADMSG;
+    return 0;
+}
+
+/* Opens the body of a RECS message (after the header). */
+static int recs_body(struct ae_recs *r, struct cur *c)
+{
+    memset(r, 0, sizeof(*r));
+    uint8_t flags = (uint8_t) get_le(c, 1);
+    size_t klen = (size_t) get_le(c, 4);
+    const uint8_t *key = NULL;
+    if (!take(c, klen, &key)) return -EBADMSG;
+    r->count = (uint32_t) get_le(c, 4);
+    if (c->bad || (flags & ~(F_MORE | F_PUSH))) return -EBADMSG;
+    r->more = flags & F_MORE;
+    r->push = flags & F_PUSH;
+    r->after = (struct slice){ key, klen };
+    r->p = c->p;
+    r->left = c->left;
+    return 0;
+}
+
+int ae_recs_open(struct ae_recs *r, uint64_t sid, const uint8_t *msg, size_t len)
+{
+    struct cur c = { msg, len, false };
+    unsigned type;
+    uint64_t got_sid;
+    char from[256];
+    memset(r, 0, sizeof(*r));
+    if (get_header(&c, &type, &got_sid, from) < 0 || type != T_RECS || got_sid != sid)
+        return -EBADMSG;
+    return recs_body(r, &c);
+}
+
+int ae_recs_next(struct ae_recs *r, struct store_rec *rec)
+{
+    if (r->done == r->count) return r->left ? -EBADMSG : 0;
+    struct cur c = { r->p, r->left, false };
+    if (!get_rec(&c, rec)) return -EBADMSG;
+    r->p = c.p;
+    r->left = c.left;
+    r->done++;
+    return 1;
+}
+
 /* ---- pages of leaf records ------------------------------------------------------------------ */
+
+struct leaf_filter {
+    struct merkle *m;    /* this node's tree (bucket of a key) */
+    const uint8_t *want; /* bitmap of the wanted leaf buckets; NULL: every record */
+    store_scan_fn *fn;   /* the caller's callback */
+    void *arg;           /* its argument */
+};
+
+static int filter_leaves(void *arg, const struct store_rec *rec)
+{
+    struct leaf_filter *f = arg;
+    if (f->want) {
+        uint32_t leaf = merkle_bucket_of(f->m, merkle_key_hash(rec->key, rec->key_len));
+        if (!(f->want[leaf / 8] & (1u << (leaf % 8)))) return 0;
+    }
+    return f->fn(f->arg, rec);
+}
+
+/*
+ * The records of a set of buckets are found by one scan of the table in key order, filtered by
+ * bucket: no index to maintain on every insert, at the price of reading the table once per page
+ * (docs/anti-entropy.md).
+ */
+int ae_scan_leaves(struct ae *a, const uint32_t *leaves, uint32_t n, const uint8_t *after,
+                   size_t after_len, bool has_after, unsigned flags, store_scan_fn *fn, void *arg)
+{
+    struct merkle *m = a->srv->tree;
+    uint8_t *want = NULL;
+    if (n) {
+        want = xcalloc((merkle_leaves(m) + 7) / 8, 1);
+        for (uint32_t i = 0; i < n; i++)
+            want[leaves[i] / 8] |= (uint8_t) (1u << (leaves[i] % 8));
+    }
+    struct leaf_filter f = { .m = m, .want = want, .fn = fn, .arg = arg };
+    struct buf cursor; /* copy of `after`: it may point into memory the store reuses */
+    buf_init(&cursor);
+    if (has_after) buf_append(&cursor, after, after_len);
+    int rc = store_scan(a->srv->store, NULL, 0, has_after ? cursor.data : NULL, cursor.len, flags,
+                        filter_leaves, &f);
+    buf_clear(&cursor);
+    free(want);
+    return rc;
+}
 
 struct page_fill {
     struct ae *a;
-    const uint8_t *want; /* bitmap of the wanted leaf buckets */
-    uint32_t n;          /* records in the page */
-    struct buf last;     /* key of the last record added (the cursor) */
+    uint32_t n;      /* records in the page */
+    struct buf last; /* key of the last record added (the cursor) */
 };
 
 static int add_to_page(void *arg, const struct store_rec *rec)
 {
     struct page_fill *f = arg;
-    struct merkle *m = f->a->srv->tree;
-    uint32_t leaf = merkle_bucket_of(m, merkle_key_hash(rec->key, rec->key_len));
-    if (!(f->want[leaf / 8] & (1u << (leaf % 8)))) return 0;
     if (f->n > 0 && f->a->page.len >= AE_PAGE_BYTES) return 1; /* full: stop before this one */
     put_rec(&f->a->page, rec);
     f->n++;
@@ -243,44 +339,148 @@ struct page_end {
 };
 
 /*
- * Builds in a->out a T_RECS message with the records (tombstones included) of the leaf buckets
- * leaves[0..n), in key order, starting after key `after` when has_after, about AE_PAGE_BYTES at
- * most (one record more at worst). The records of a set of buckets are found by one scan of the
- * table in key order, filtered by bucket: no index to maintain on every insert, at the price of
- * reading the table once per page (docs/anti-entropy.md). Returns 0 or -EIO.
+ * Builds in out a T_RECS message from `from` with the records (tombstones included) of the leaf
+ * buckets leaves[0..n) (n == 0: every record), in key order, starting after key `after` when
+ * has_after, about AE_PAGE_BYTES at most (one record more at worst). Returns 0 or -EIO.
  */
-static int build_page(struct ae *a, uint64_t sid, const uint32_t *leaves, uint32_t n,
-                      const uint8_t *after, size_t after_len, bool has_after, bool push,
-                      struct page_end *e)
+static int build_page(struct ae *a, struct buf *out, uint64_t sid, const char *from,
+                      const uint32_t *leaves, uint32_t n, const uint8_t *after, size_t after_len,
+                      bool has_after, bool push, struct page_end *e)
 {
-    uint32_t nleaves = merkle_leaves(a->srv->tree);
-    uint8_t *want = xcalloc((nleaves + 7) / 8, 1);
-    for (uint32_t i = 0; i < n; i++)
-        want[leaves[i] / 8] |= (uint8_t) (1u << (leaves[i] % 8));
-    struct page_fill f = { .a = a, .want = want };
+    struct page_fill f = { .a = a };
     buf_init(&f.last);
     buf_reset(&a->page);
-    struct buf cursor; /* copy of `after`: it may point into memory the store reuses */
-    buf_init(&cursor);
-    if (has_after) buf_append(&cursor, after, after_len);
-    int rc = store_scan(a->srv->store, NULL, 0, has_after ? cursor.data : NULL, cursor.len, 0,
-                        add_to_page, &f);
+    int rc = ae_scan_leaves(a, leaves, n, after, after_len, has_after, 0, add_to_page, &f);
     e->more = rc == 1;
     buf_reset(&e->last);
     if (e->more) buf_append(&e->last, f.last.data, f.last.len);
     e->nrecs = f.n;
     if (rc >= 0) {
-        put_header(a, T_RECS, sid);
-        put_u8(&a->out, (uint8_t) ((e->more ? F_MORE : 0) | (push ? F_PUSH : 0)));
-        put_u32(&a->out, (uint32_t) e->last.len);
-        buf_append(&a->out, e->last.data, e->last.len);
-        put_u32(&a->out, f.n);
-        buf_append(&a->out, a->page.data, a->page.len);
+        put_header(out, T_RECS, sid, from);
+        put_u8(out, (uint8_t) ((e->more ? F_MORE : 0) | (push ? F_PUSH : 0)));
+        put_u32(out, (uint32_t) e->last.len);
+        buf_append(out, e->last.data, e->last.len);
+        put_u32(out, f.n);
+        buf_append(out, a->page.data, a->page.len);
     }
-    buf_clear(&cursor);
     buf_clear(&f.last);
-    free(want);
     return rc < 0 ? rc : 0;
+}
+
+/* ---- the descent (initiator), shared with SYNC ---------------------------------------------- */
+
+void ae_walk_init(struct ae_walk *w)
+{
+    memset(w, 0, sizeof(*w));
+    w->cur = xmalloc(sizeof(*w->cur));
+    w->cur[0] = 0;
+    w->ncur = w->cap_cur = 1;
+}
+
+void ae_walk_clear(struct ae_walk *w)
+{
+    free(w->cur);
+    free(w->next);
+    memset(w, 0, sizeof(*w));
+}
+
+void ae_walk_nodes_req(struct ae_walk *w, uint64_t sid, const char *from, struct buf *out)
+{
+    w->chunk_n = w->ncur - w->chunk;
+    if (w->chunk_n > AE_MAX_NODES_REQ) w->chunk_n = AE_MAX_NODES_REQ;
+    put_header(out, T_NODES_REQ, sid, from);
+    put_u8(out, (uint8_t) w->level);
+    put_u32(out, (uint32_t) w->chunk_n);
+    for (size_t i = 0; i < w->chunk_n; i++)
+        put_u32(out, w->cur[w->chunk + i]);
+}
+
+/* All children of this level's nodes compared: moves down a level. */
+static int walk_descend(struct ae_walk *w, unsigned depth)
+{
+    uint32_t *t = w->cur;
+    size_t tcap = w->cap_cur;
+    w->cur = w->next;
+    w->cap_cur = w->cap_next;
+    w->ncur = w->nnext;
+    w->next = t;
+    w->cap_next = tcap;
+    w->nnext = 0;
+    w->level++;
+    w->chunk = w->chunk_n = 0;
+    if (w->ncur == 0) return AE_WALK_EQUAL;
+    if (w->level < depth) return AE_WALK_NODES;
+    w->at_leaves = true;
+    return AE_WALK_LEAVES;
+}
+
+/* The body of a NODES answer (after the header); see ae_walk_on_nodes. */
+static int walk_nodes(struct ae *a, struct ae_walk *w, struct cur *c)
+{
+    struct merkle *m = a->srv->tree;
+    unsigned f = merkle_fanout(m), d = merkle_depth(m);
+    w->peer_fanout = (unsigned) get_le(c, 2);
+    w->peer_depth = (unsigned) get_le(c, 1);
+    unsigned level = (unsigned) get_le(c, 1);
+    uint32_t n = (uint32_t) get_le(c, 4);
+    if (c->bad) return -EBADMSG;
+    if (w->peer_fanout != f || w->peer_depth != d) return -EPROTO;
+    if (w->at_leaves || level != w->level || n != w->chunk_n) return -EBADMSG;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t idx = (uint32_t) get_le(c, 4);
+        const uint8_t *digests;
+        if (!take(c, (size_t) f * MERKLE_DIGEST_LEN, &digests)) return -EBADMSG;
+        if (idx != w->cur[w->chunk + i]) return -EBADMSG;
+        w->digests += f;
+        for (unsigned k = 0; k < f; k++) {
+            uint32_t child = idx * f + k;
+            uint8_t mine[MERKLE_DIGEST_LEN];
+            if (merkle_node(m, level + 1, child, mine) < 0) return -EBADMSG;
+            if (!memcmp(mine, digests + (size_t) k * MERKLE_DIGEST_LEN, MERKLE_DIGEST_LEN))
+                continue;
+            if (w->nnext == w->cap_next) {
+                w->cap_next = w->cap_next ? w->cap_next * 2 : 64;
+                w->next = xrealloc(w->next, w->cap_next * sizeof(*w->next));
+            }
+            w->next[w->nnext++] = child;
+        }
+    }
+    if (c->left) return -EBADMSG;
+    w->chunk += w->chunk_n;
+    w->chunk_n = 0;
+    if (w->chunk < w->ncur) return AE_WALK_NODES;
+    return walk_descend(w, d);
+}
+
+int ae_walk_on_nodes(struct ae *a, struct ae_walk *w, uint64_t sid, const uint8_t *msg, size_t len)
+{
+    struct cur c = { msg, len, false };
+    unsigned type;
+    uint64_t got_sid;
+    char from[256];
+    if (get_header(&c, &type, &got_sid, from) < 0 || type != T_NODES || got_sid != sid)
+        return -EBADMSG;
+    return walk_nodes(a, w, &c);
+}
+
+bool ae_walk_next_leaves(struct ae_walk *w)
+{
+    w->chunk += w->chunk_n;
+    w->chunk_n = w->ncur - w->chunk;
+    if (w->chunk_n > AE_MAX_LEAVES_REQ) w->chunk_n = AE_MAX_LEAVES_REQ;
+    return w->chunk_n > 0;
+}
+
+void ae_recs_req(uint64_t sid, const char *from, const uint32_t *leaves, uint32_t n,
+                 const uint8_t *after, size_t after_len, bool has_after, struct buf *out)
+{
+    put_header(out, T_RECS_REQ, sid, from);
+    put_u32(out, n);
+    for (uint32_t i = 0; i < n; i++)
+        put_u32(out, leaves[i]);
+    put_u8(out, has_after ? 1 : 0);
+    put_u32(out, (uint32_t) after_len);
+    buf_append(out, after, after_len);
 }
 
 /* ---- sessions (initiator) ------------------------------------------------------------------ */
@@ -303,6 +503,7 @@ static void session_end(struct session *s, bool ok, const char *why)
         log_info("ae: session with %s failed after %llu ms: %s", s->peer, (unsigned long long) ms,
                  why);
     }
+    a->stats.digests_received += s->w.digests;
     if (s->timer) loop_cancel_timer(a->srv->loop, s->timer);
     for (struct session **pp = &a->sessions; *pp; pp = &(*pp)->next)
         if (*pp == s) {
@@ -310,8 +511,7 @@ static void session_end(struct session *s, bool ok, const char *why)
             break;
         }
     free(s->peer);
-    free(s->cur);
-    free(s->next_nodes);
+    ae_walk_clear(&s->w);
     free(s);
 }
 
@@ -334,13 +534,7 @@ static void session_step_timeout(struct loop *l, void *arg)
 static void send_nodes_req(struct session *s)
 {
     struct ae *a = s->ae;
-    s->chunk_n = s->ncur - s->chunk;
-    if (s->chunk_n > AE_MAX_NODES_REQ) s->chunk_n = AE_MAX_NODES_REQ;
-    put_header(a, T_NODES_REQ, s->sid);
-    put_u8(&a->out, (uint8_t) s->level);
-    put_u32(&a->out, (uint32_t) s->chunk_n);
-    for (size_t i = 0; i < s->chunk_n; i++)
-        put_u32(&a->out, s->cur[s->chunk + i]);
+    ae_walk_nodes_req(&s->w, s->sid, a->srv->node_id, &a->out);
     if (send_to(a, s->peer) < 0) {
         session_end(s, false, "broker not connected");
         return;
@@ -348,19 +542,12 @@ static void send_nodes_req(struct session *s)
     arm(s);
 }
 
-/* Pushes our records of the current chunk of differing leaves, then asks for the peer's. */
+/* Asks for the peer's records of the current chunk of differing leaves. */
 static void send_pull(struct session *s, const uint8_t *after, size_t after_len, bool has_after)
 {
     struct ae *a = s->ae;
-    const uint32_t *leaves = s->cur + s->chunk;
-    uint32_t n = (uint32_t) s->chunk_n;
-    put_header(a, T_RECS_REQ, s->sid);
-    put_u32(&a->out, n);
-    for (uint32_t i = 0; i < n; i++)
-        put_u32(&a->out, leaves[i]);
-    put_u8(&a->out, has_after ? 1 : 0);
-    put_u32(&a->out, (uint32_t) after_len);
-    buf_append(&a->out, after, after_len);
+    ae_recs_req(s->sid, a->srv->node_id, s->w.cur + s->w.chunk, (uint32_t) s->w.chunk_n, after,
+                after_len, has_after, &a->out);
     if (send_to(a, s->peer) < 0) {
         session_end(s, false, "broker not connected");
         return;
@@ -368,11 +555,15 @@ static void send_pull(struct session *s, const uint8_t *after, size_t after_len,
     arm(s);
 }
 
+/* Moves to the next chunk of differing leaves: pushes our records of it, then asks for the
+ * peer's. Ends the session when every chunk is done. */
 static void start_chunk(struct session *s)
 {
     struct ae *a = s->ae;
-    s->chunk_n = s->ncur - s->chunk;
-    if (s->chunk_n > AE_MAX_LEAVES_REQ) s->chunk_n = AE_MAX_LEAVES_REQ;
+    if (!ae_walk_next_leaves(&s->w)) {
+        session_end(s, true, NULL);
+        return;
+    }
     /* Our side first: the peer applies these before it answers the request that follows on
      * the same topic, so its answer is already the merged state. */
     struct page_end e = { 0 };
@@ -382,8 +573,8 @@ static void start_chunk(struct session *s)
     bool has_after = false;
     const char *fail = NULL;
     for (;;) {
-        if (build_page(a, s->sid, s->cur + s->chunk, (uint32_t) s->chunk_n, after.data, after.len,
-                       has_after, true, &e) < 0) {
+        if (build_page(a, &a->out, s->sid, a->srv->node_id, s->w.cur + s->w.chunk,
+                       (uint32_t) s->w.chunk_n, after.data, after.len, has_after, true, &e) < 0) {
             fail = "storage error";
             break;
         }
@@ -405,96 +596,50 @@ static void start_chunk(struct session *s)
         send_pull(s, NULL, 0, false);
 }
 
-static void descend(struct session *s)
-{
-    /* All children of this level's nodes compared: move down. */
-    uint32_t *t = s->cur;
-    size_t tcap = s->cap_cur;
-    s->cur = s->next_nodes;
-    s->cap_cur = s->cap_next;
-    s->ncur = s->nnext;
-    s->next_nodes = t;
-    s->cap_next = tcap;
-    s->nnext = 0;
-    s->level++;
-    s->chunk = 0;
-    if (s->ncur == 0) {
-        session_end(s, true, NULL);
-        return;
-    }
-    if (s->level == merkle_depth(s->ae->srv->tree)) {
-        s->pulling = true;
-        start_chunk(s);
-    } else {
-        send_nodes_req(s);
-    }
-}
-
 static void on_nodes(struct session *s, struct cur *c)
 {
     struct ae *a = s->ae;
-    struct merkle *m = a->srv->tree;
-    unsigned f = merkle_fanout(m), d = merkle_depth(m);
-    unsigned pf = (unsigned) get_le(c, 2), pd = (unsigned) get_le(c, 1);
-    unsigned level = (unsigned) get_le(c, 1);
-    uint32_t n = (uint32_t) get_le(c, 4);
-    if (c->bad) goto malformed;
-    if (pf != f || pd != d) {
+    int rc = walk_nodes(a, &s->w, c);
+    switch (rc) {
+    case AE_WALK_NODES:
+        send_nodes_req(s);
+        return;
+    case AE_WALK_LEAVES:
+        start_chunk(s);
+        return;
+    case AE_WALK_EQUAL:
+        session_end(s, true, NULL);
+        return;
+    case -EPROTO:
         log_warn("ae: %s has a %ux%u tree, this node %ux%u: set the same anti_entropy fanout and "
                  "depth on every node",
-                 s->peer, pf, pd, f, d);
+                 s->peer, s->w.peer_fanout, s->w.peer_depth, merkle_fanout(a->srv->tree),
+                 merkle_depth(a->srv->tree));
         session_end(s, false, "tree shapes differ");
         return;
+    default:
+        a->stats.malformed++;
+        session_end(s, false, "malformed digests answer");
+        return;
     }
-    if (s->pulling || level != s->level || n != s->chunk_n) goto malformed;
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t idx = (uint32_t) get_le(c, 4);
-        const uint8_t *digests;
-        if (!take(c, (size_t) f * MERKLE_DIGEST_LEN, &digests)) goto malformed;
-        if (idx != s->cur[s->chunk + i]) goto malformed;
-        a->stats.digests_received += f;
-        for (unsigned k = 0; k < f; k++) {
-            uint32_t child = idx * f + k;
-            uint8_t mine[MERKLE_DIGEST_LEN];
-            if (merkle_node(m, level + 1, child, mine) < 0) goto malformed;
-            if (!memcmp(mine, digests + (size_t) k * MERKLE_DIGEST_LEN, MERKLE_DIGEST_LEN))
-                continue;
-            if (s->nnext == s->cap_next) {
-                s->cap_next = s->cap_next ? s->cap_next * 2 : 64;
-                s->next_nodes = xrealloc(s->next_nodes, s->cap_next * sizeof(*s->next_nodes));
-            }
-            s->next_nodes[s->nnext++] = child;
-        }
-    }
-    if (c->left) goto malformed;
-    s->chunk += s->chunk_n;
-    if (s->chunk < s->ncur)
-        send_nodes_req(s);
-    else
-        descend(s);
-    return;
-malformed:
-    a->stats.malformed++;
-    session_end(s, false, "malformed digests answer");
 }
 
 /*
- * Applies the records of a T_RECS body (after flags/cursor) sent by peer `from`. Records refused
- * as purged (lww.h: a tombstone newer than them may have been purged here) go back to `from` in
- * a T_DROP message, so the peer drops them too and the trees converge without resurrecting
- * anything (docs/anti-entropy.md, "Tombstone purge"). Returns records applied or -1.
+ * Applies the records of a RECS page sent by peer `from`. Records refused as purged (lww.h: a
+ * tombstone newer than them may have been purged here) go back to `from` in a T_DROP message, so
+ * the peer drops them too and the trees converge without resurrecting anything
+ * (docs/anti-entropy.md, "Tombstone purge"). Returns records applied or -1.
  */
-static int64_t apply_records(struct ae *a, struct cur *c, const char *from)
+static int64_t apply_records(struct ae *a, struct ae_recs *r, const char *from)
 {
-    uint32_t n = (uint32_t) get_le(c, 4);
     int64_t applied = 0;
     uint32_t refused = 0;
+    struct store_rec rec;
+    int rc;
     buf_reset(&a->drops);
-    for (uint32_t i = 0; i < n && !c->bad; i++) {
-        struct store_rec r;
-        if (!get_rec(c, &r)) break;
-        (void) hlc_recv(&a->srv->hlc, hlc_wall_ns(), r.ts);
-        int rc = lww_apply(a->srv->store, &r);
+    while ((rc = ae_recs_next(r, &rec)) == 1) {
+        (void) hlc_recv(&a->srv->hlc, hlc_wall_ns(), rec.ts);
+        rc = lww_apply(a->srv->store, &rec);
         if (rc < 0) {
             a->srv->txn_failed = true;
             return -1;
@@ -502,18 +647,18 @@ static int64_t apply_records(struct ae *a, struct cur *c, const char *from)
         a->stats.records_received++;
         if (rc == LWW_APPLIED) applied++;
         if (rc == LWW_PURGED) {
-            put_rec(&a->drops, &r);
+            put_rec(&a->drops, &rec);
             refused++;
         }
     }
-    if (c->bad || c->left) {
+    if (rc < 0) {
         a->stats.malformed++;
         return -1;
     }
     a->stats.records_applied += (uint64_t) applied;
     a->stats.records_refused += refused;
     if (refused) {
-        put_header(a, T_DROP, 0);
+        put_header(&a->out, T_DROP, 0, a->srv->node_id);
         put_u32(&a->out, refused);
         buf_append(&a->out, a->drops.data, a->drops.len);
         (void) send_to(a, from); /* lost: the next session refuses them again */
@@ -545,34 +690,28 @@ static void on_drop(struct ae *a, struct cur *c)
     if (c->bad || c->left) a->stats.malformed++;
 }
 
-static void on_recs_answer(struct session *s, struct cur *c, uint8_t flags)
+static void on_recs_answer(struct session *s, struct ae_recs *r)
 {
-    size_t klen = (size_t) get_le(c, 4);
-    const uint8_t *key = NULL;
-    if (!s->pulling || (flags & F_PUSH) || !take(c, klen, &key)) {
+    if (!s->w.at_leaves || r->push) {
         s->ae->stats.malformed++;
         session_end(s, false, "malformed records answer");
         return;
     }
-    struct buf cursor;
+    struct buf cursor; /* r->after borrows from the message */
     buf_init(&cursor);
-    buf_append(&cursor, key, klen);
-    int64_t applied = apply_records(s->ae, c, s->peer);
+    buf_append(&cursor, r->after.p, r->after.len);
+    bool more = r->more;
+    int64_t applied = apply_records(s->ae, r, s->peer);
     if (applied < 0) {
         buf_clear(&cursor);
         session_end(s, false, "bad records answer or storage error");
         return;
     }
     s->applied += (uint64_t) applied;
-    if (flags & F_MORE) {
+    if (more)
         send_pull(s, cursor.data, cursor.len, true);
-    } else {
-        s->chunk += s->chunk_n;
-        if (s->chunk < s->ncur)
-            start_chunk(s);
-        else
-            session_end(s, true, NULL);
-    }
+    else
+        start_chunk(s);
     buf_clear(&cursor);
 }
 
@@ -583,9 +722,7 @@ static void start_session(struct ae *a, const char *peer)
     s->peer = xstrdup(peer);
     randombytes_buf(&s->sid, sizeof(s->sid));
     s->started_us = loop_now_us();
-    s->cur = xmalloc(sizeof(*s->cur));
-    s->cur[0] = 0;
-    s->ncur = s->cap_cur = 1;
+    ae_walk_init(&s->w);
     s->next = a->sessions;
     a->sessions = s;
     a->stats.started++;
@@ -594,115 +731,121 @@ static void start_session(struct ae *a, const char *peer)
 
 /* ---- the peer's side (stateless) ----------------------------------------------------------- */
 
-static void answer_nodes(struct ae *a, const char *from, uint64_t sid, struct cur *c)
+static int answer_nodes(struct ae *a, uint64_t sid, struct cur *c, struct buf *out)
 {
     struct merkle *m = a->srv->tree;
     unsigned f = merkle_fanout(m), d = merkle_depth(m);
     unsigned level = (unsigned) get_le(c, 1);
     uint32_t n = (uint32_t) get_le(c, 4);
-    if (c->bad || n > AE_MAX_NODES_REQ || c->left != (size_t) n * 4 || level >= d) goto malformed;
-    put_header(a, T_NODES, sid);
-    put_u16(&a->out, (uint16_t) f);
-    put_u8(&a->out, (uint8_t) d);
-    put_u8(&a->out, (uint8_t) level);
-    put_u32(&a->out, n);
+    if (c->bad || n > AE_MAX_NODES_REQ || c->left != (size_t) n * 4 || level >= d) return -EBADMSG;
+    uint64_t width = 1;
+    for (unsigned l = 0; l < level; l++)
+        width *= f;
+    put_header(out, T_NODES, sid, a->srv->node_id);
+    put_u16(out, (uint16_t) f);
+    put_u8(out, (uint8_t) d);
+    put_u8(out, (uint8_t) level);
+    put_u32(out, n);
     for (uint32_t i = 0; i < n; i++) {
         uint32_t idx = (uint32_t) get_le(c, 4);
-        uint64_t width = 1;
-        for (unsigned l = 0; l < level; l++)
-            width *= f;
-        if (idx >= width) goto malformed;
-        put_u32(&a->out, idx);
+        if (idx >= width) return -EBADMSG;
+        put_u32(out, idx);
         for (unsigned k = 0; k < f; k++) {
             uint8_t dg[MERKLE_DIGEST_LEN];
-            if (merkle_node(m, level + 1, idx * f + k, dg) < 0) goto malformed;
-            buf_append(&a->out, dg, sizeof(dg));
+            if (merkle_node(m, level + 1, idx * f + k, dg) < 0) return -EBADMSG;
+            buf_append(out, dg, sizeof(dg));
         }
     }
-    (void) send_to(a, from);
-    return;
-malformed:
-    a->stats.malformed++;
+    return 0;
 }
 
-static void answer_recs(struct ae *a, const char *from, uint64_t sid, struct cur *c)
+/* Returns the number of records in the page (>= 0), -EBADMSG or -EIO. */
+static int64_t answer_recs(struct ae *a, uint64_t sid, struct cur *c, struct buf *out)
 {
     uint32_t n = (uint32_t) get_le(c, 4);
-    if (c->bad || n == 0 || n > AE_MAX_LEAVES_REQ || c->left < (size_t) n * 4) goto malformed;
+    /* n == 0: every record (SYNC --full); ae sessions always name their buckets. */
+    if (c->bad || n > AE_MAX_LEAVES_REQ || c->left < (size_t) n * 4) return -EBADMSG;
     uint32_t leaves[AE_MAX_LEAVES_REQ];
     for (uint32_t i = 0; i < n; i++) {
         leaves[i] = (uint32_t) get_le(c, 4);
-        if (leaves[i] >= merkle_leaves(a->srv->tree)) goto malformed;
+        if (leaves[i] >= merkle_leaves(a->srv->tree)) return -EBADMSG;
     }
     uint8_t has_after = (uint8_t) get_le(c, 1);
     size_t klen = (size_t) get_le(c, 4);
     const uint8_t *key = NULL;
-    if (!take(c, klen, &key) || c->left || has_after > 1) goto malformed;
+    if (!take(c, klen, &key) || c->left || has_after > 1) return -EBADMSG;
     struct page_end e = { 0 };
     buf_init(&e.last);
-    if (build_page(a, sid, leaves, n, key, klen, has_after, false, &e) == 0) {
-        a->stats.records_sent += e.nrecs;
-        (void) send_to(a, from);
-    }
+    int rc = build_page(a, out, sid, a->srv->node_id, leaves, n, key, klen, has_after, false, &e);
     buf_clear(&e.last);
-    return;
-malformed:
-    a->stats.malformed++;
+    return rc < 0 ? rc : (int64_t) e.nrecs;
+}
+
+int ae_answer(struct ae *a, const uint8_t *req, size_t len, struct buf *reply)
+{
+    struct cur c = { req, len, false };
+    unsigned type;
+    uint64_t sid;
+    char from[256];
+    int64_t rc = -EBADMSG;
+    struct buf *out = &a->out;
+    if (len <= AE_MAX_MESSAGE && get_header(&c, &type, &sid, from) == 0) {
+        if (type == T_NODES_REQ)
+            rc = answer_nodes(a, sid, &c, out);
+        else if (type == T_RECS_REQ)
+            rc = answer_recs(a, sid, &c, out);
+    }
+    if (rc == -EBADMSG) a->stats.malformed++;
+    if (rc < 0) return (int) rc;
+    buf_append(reply, out->data, out->len);
+    return 0;
 }
 
 void ae_on_message(struct ae *a, const uint8_t *payload, size_t len)
 {
     struct cur c = { payload, len, false };
     a->stats.bytes_received += len;
-    const uint8_t *magic, *fromp;
-    if (len > AE_MAX_MESSAGE || !take(&c, 2, &magic) || magic[0] != AE_MAGIC0 ||
-        magic[1] != AE_MAGIC1 || get_le(&c, 1) != AE_VERSION) {
-        a->stats.malformed++;
-        return;
-    }
-    unsigned type = (unsigned) get_le(&c, 1);
-    uint64_t sid = get_le(&c, 8);
-    size_t flen = (size_t) get_le(&c, 1);
-    if (!take(&c, flen, &fromp) || flen == 0) {
-        a->stats.malformed++;
-        return;
-    }
+    unsigned type;
+    uint64_t sid;
     char from[256];
-    memcpy(from, fromp, flen);
-    from[flen] = '\0';
-    if (strlen(from) != flen || strchr(from, '/') || strchr(from, '+') || strchr(from, '#')) {
+    if (len > AE_MAX_MESSAGE || get_header(&c, &type, &sid, from) < 0) {
         a->stats.malformed++;
         return;
     }
+    struct ae_recs r;
     switch (type) {
     case T_NODES_REQ:
-        answer_nodes(a, from, sid, &c);
+        if (answer_nodes(a, sid, &c, &a->out) < 0)
+            a->stats.malformed++;
+        else
+            (void) send_to(a, from);
         return;
-    case T_RECS_REQ:
-        answer_recs(a, from, sid, &c);
+    case T_RECS_REQ: {
+        int64_t n = answer_recs(a, sid, &c, &a->out);
+        if (n == -EBADMSG) a->stats.malformed++;
+        if (n < 0) return;
+        a->stats.records_sent += (uint64_t) n;
+        (void) send_to(a, from);
         return;
+    }
     case T_DROP:
         on_drop(a, &c);
         return;
     case T_NODES:
+        break;
     case T_RECS:
+        if (recs_body(&r, &c) < 0) {
+            a->stats.malformed++;
+            return;
+        }
+        if (r.push) { /* records pushed by an initiator: apply, no answer */
+            (void) apply_records(a, &r, from);
+            return;
+        }
         break;
     default:
         a->stats.malformed++;
         return;
-    }
-    uint8_t flags = 0;
-    if (type == T_RECS) {
-        flags = (uint8_t) get_le(&c, 1);
-        if (flags & F_PUSH) { /* records pushed by an initiator: apply, no answer */
-            size_t klen = (size_t) get_le(&c, 4);
-            const uint8_t *skip;
-            if (!take(&c, klen, &skip))
-                a->stats.malformed++;
-            else
-                (void) apply_records(a, &c, from);
-            return;
-        }
     }
     struct session *s = a->sessions;
     while (s && (s->sid != sid || strcmp(s->peer, from) != 0))
@@ -711,7 +854,7 @@ void ae_on_message(struct ae *a, const uint8_t *payload, size_t len)
     if (type == T_NODES)
         on_nodes(s, &c);
     else
-        on_recs_answer(s, &c, flags);
+        on_recs_answer(s, &r);
 }
 
 /* ---- rounds -------------------------------------------------------------------------------- */
@@ -763,8 +906,7 @@ void ae_free(struct ae *a)
         a->sessions = s->next;
         if (s->timer) loop_cancel_timer(a->srv->loop, s->timer);
         free(s->peer);
-        free(s->cur);
-        free(s->next_nodes);
+        ae_walk_clear(&s->w);
         free(s);
     }
     if (a->round_timer) loop_cancel_timer(a->srv->loop, a->round_timer);

@@ -36,6 +36,7 @@
 /* Sorted by name: cmd_init checks it. */
 const struct cmd_def cmd_table[] = {
     { "APPEND", 3, LR, STAT_STRING, cmd_append },
+    { "ARBORKV.AE", 2, R, STAT_NONE, cmd_arborkv_ae },
     { "AUTH", -2, R, STAT_NONE, cmd_auth },
     { "CLIENT", -2, LR, STAT_CLIENTLIST, cmd_client },
     { "COMMAND", -1, R, STAT_MANAGEMENT, cmd_command },
@@ -147,6 +148,11 @@ static void crlf(struct buf *b)
 void reply_ok(struct cmd_ctx *x)
 {
     buf_append_str(x->out, x->resp ? "+OK\r\n" : "OK\r\n");
+}
+
+void cmd_reply_ok(struct conn *c)
+{
+    buf_append_str(&c->out, c->proto == CONN_PROTO_RESP ? "+OK\r\n" : "OK\r\n");
 }
 
 void cmd_reply_error(struct conn *c, const char *msg, size_t len)
@@ -396,6 +402,7 @@ void cmd_exec(struct cmd_ctx *x)
             off += q->lens[j];
         }
         struct cmd_ctx y = *x;
+        y.in_exec = true;
         y.argv = argv;
         y.argc = q->argc;
         q->def->fn(&y);

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * cmd_admin: server commands: PING/ECHO, STATS/INFO/MEMORY/VERSION, CLIENT, SHUTDOWN/QUIT,
- * REPLICATE/SYNC, and the RESP commands that Redis tools send on their own (COMMAND, CONFIG GET,
- * SELECT, HELLO, AUTH). Formats follow protocol.md §3-§5; INFO over RESP uses Redis's section
- * layout so Redis tools and libraries can parse it.
+ * REPLICATE/SYNC/ARBORKV.AE, and the RESP commands that Redis tools send on their own (COMMAND,
+ * CONFIG GET, SELECT, HELLO, AUTH). Formats follow protocol.md §3-§5; INFO over RESP uses Redis's
+ * section layout so Redis tools and libraries can parse it.
  */
 #include <errno.h>
 #include <malloc.h>
@@ -24,6 +24,7 @@
 #include "arborkv/loop.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
+#include "arborkv/mirror.h"
 #include "arborkv/purge.h"
 #include "arborkv/repl.h"
 #include "arborkv/resp.h"
@@ -161,6 +162,7 @@ static void info_node(struct server *srv, struct buf *b)
     }
     ae_info(srv->ae, b);
     purge_info(srv->purge, b);
+    mirror_info(srv->mirror, b);
     buf_printf(b, "hlc_last_ns:%llu\r\nclock_skew_rejections:%llu\r\nclock_skew_max_ns:%llu\r\n",
                (unsigned long long) srv->hlc.last_ns, (unsigned long long) srv->hlc.skew_rejections,
                (unsigned long long) srv->hlc.max_skew_seen_ns);
@@ -330,9 +332,91 @@ void cmd_replicate(struct cmd_ctx *x)
     }
 }
 
+/* SYNC's port (protocol.md §3): one or more ASCII digits with a value in 0..=65535. */
+static int sync_port(const struct slice *s)
+{
+    uint32_t v = 0;
+    if (s->len == 0) return -1;
+    for (size_t i = 0; i < s->len; i++) {
+        if (s->p[i] < '0' || s->p[i] > '9') return -1;
+        v = v * 10 + (uint32_t) (s->p[i] - '0');
+        if (v > 65535) return -1;
+    }
+    return (int) v;
+}
+
+/*
+ * SYNC host port [--full] [--verify] (mirror.h). The line protocol's grammar validated the
+ * arguments already (line.c); RESP arguments get the same checks and messages here. The client
+ * is blocked until the SYNC ends, then answered OK or ERROR; inside MULTI/EXEC it cannot wait.
+ */
 void cmd_sync(struct cmd_ctx *x)
 {
-    reply_error(x, "SYNC is not available on this node yet (it comes with Merkle anti-entropy)");
+    int port = sync_port(&x->argv[2]);
+    if (port < 0) {
+        reply_error(x, "Invalid port: must be an integer in 0..=65535");
+        return;
+    }
+    bool full = false, verify = false;
+    for (size_t i = 3; i < x->argc; i++) {
+        const struct slice *t = &x->argv[i];
+        bool *flag = NULL;
+        if (t->len == 6 && memcmp(t->p, "--full", 6) == 0)
+            flag = &full;
+        else if (t->len == 8 && memcmp(t->p, "--verify", 8) == 0)
+            flag = &verify;
+        int n = (int) (t->len < 64 ? t->len : 64);
+        if (!flag) {
+            reply_error(x, "Unknown option: %.*s", n, (const char *) t->p);
+            return;
+        }
+        if (*flag) {
+            reply_error(x, "Duplicate option: %.*s", n, (const char *) t->p);
+            return;
+        }
+        *flag = true;
+    }
+    if (x->in_exec) {
+        reply_error(x, "SYNC cannot run inside MULTI/EXEC");
+        return;
+    }
+    if (!x->srv->mirror) {
+        reply_error(x, "SYNC is not available on this node");
+        return;
+    }
+    const struct slice *h = &x->argv[1];
+    char host[MIRROR_HOST_MAX + 1];
+    if (h->len == 0 || h->len > MIRROR_HOST_MAX || memchr(h->p, '\0', h->len)) {
+        reply_error(x, "Invalid host: must be 1 to %d bytes", MIRROR_HOST_MAX);
+        return;
+    }
+    memcpy(host, h->p, h->len);
+    host[h->len] = '\0';
+    char err[512];
+    if (mirror_start(x->srv->mirror, x->c, host, port, full, verify, err, sizeof(err)) < 0)
+        reply_error(x, "%s", err);
+    /* else the client is blocked; mirror.c answers it when the SYNC ends */
+}
+
+/*
+ * ARBORKV.AE <request>: one anti-entropy request (docs/anti-entropy.md), answered as a bulk
+ * string holding the answer message. The other side of SYNC; the name cannot collide with a
+ * Redis command.
+ */
+void cmd_arborkv_ae(struct cmd_ctx *x)
+{
+    if (!x->srv->ae) {
+        reply_error(x, "anti-entropy is not available on this node");
+        return;
+    }
+    struct buf *b = scratch(x);
+    int rc = ae_answer(x->srv->ae, x->argv[1].p, x->argv[1].len, b);
+    if (rc == -EBADMSG)
+        reply_error(x, "malformed anti-entropy request");
+    else if (rc < 0)
+        reply_storage_error(x);
+    else
+        resp_add_bulk(x->out, b->data, b->len);
 }
 
 void cmd_shutdown(struct cmd_ctx *x)

@@ -28,6 +28,7 @@ struct cmd_ctx {
     size_t argc;              /* entries in argv, >= 1 */
     struct buf *out;          /* c->out */
     bool resp;                /* true: RESP2 client, false: line protocol */
+    bool in_exec;             /* run by EXEC: the reply cannot be deferred */
 };
 
 typedef void cmd_fn(struct cmd_ctx *x);
@@ -79,11 +80,7 @@ void reply_lines(struct cmd_ctx *x, const char *header, const struct buf *body);
 bool slice_is(const struct slice *s, const char *upper);
 
 /* ---- storage helpers (cmd_kv.c) ---- */
-/* Writes a value (or a tombstone for CODEC_OP_DEL) as a new local operation: HLC ts (ts == 0:
- * now), fresh op_id, in the turn's transaction, and hands it to replication as an `op` event.
- * Returns 0, or <0 after marking the turn failed. */
-int kv_write(struct server *srv, enum codec_op op, const uint8_t *key, size_t key_len,
-             const uint8_t *value, size_t value_len, uint64_t ts);
+/* Local writes: kv_write (arborkv/kv.h). */
 /* Reports a storage failure to the client ("storage error"). */
 void reply_storage_error(struct cmd_ctx *x);
 
@@ -116,6 +113,7 @@ void cmd_stats(struct cmd_ctx *x);
 void cmd_info(struct cmd_ctx *x);
 void cmd_version(struct cmd_ctx *x);
 void cmd_sync(struct cmd_ctx *x);
+void cmd_arborkv_ae(struct cmd_ctx *x);
 void cmd_replicate(struct cmd_ctx *x);
 void cmd_shutdown(struct cmd_ctx *x);
 void cmd_quit(struct cmd_ctx *x);

@@ -18,6 +18,7 @@
 #include "arborkv/conn.h"
 #include "arborkv/glob.h"
 #include "arborkv/hlc.h"
+#include "arborkv/kv.h"
 #include "arborkv/log.h"
 #include "arborkv/mem.h"
 #include "arborkv/repl.h"
@@ -43,28 +44,6 @@ static struct cmd_state *state(struct cmd_ctx *x)
 void reply_storage_error(struct cmd_ctx *x)
 {
     reply_error(x, "storage error, see the server log");
-}
-
-int kv_write(struct server *srv, enum codec_op op, const uint8_t *key, size_t key_len,
-             const uint8_t *value, size_t value_len, uint64_t ts)
-{
-    bool tombstone = op == CODEC_OP_DEL;
-    int rc = store_begin(srv->store);
-    if (rc == 0) {
-        struct store_rec rec = { .key = key,
-                                 .key_len = key_len,
-                                 .value = tombstone ? NULL : value,
-                                 .value_len = tombstone ? 0 : value_len,
-                                 .tombstone = tombstone,
-                                 .ts = ts ? ts : hlc_now(&srv->hlc, hlc_wall_ns()) };
-        opid_next(&srv->opids, rec.op_id);
-        rc = store_put_local(srv->store, &rec);
-        if (rc == 0) repl_record(srv->repl, op, &rec);
-    }
-    /* The turn's transaction can no longer be trusted: conn.c rolls it back and withdraws
-     * every reply of the turn instead of committing. */
-    if (rc < 0) srv->txn_failed = true;
-    return rc;
 }
 
 /* Copies the live value of key into dst. Returns 1 found, 0 absent, <0 storage error. */
@@ -680,30 +659,6 @@ void cmd_scan(struct cmd_ctx *x)
     }
 }
 
-struct hash_walk {
-    crypto_generichash_state st; /* BLAKE2b-256 over the selected live records */
-    uint64_t n;                  /* records hashed */
-};
-
-static void hash_u64(crypto_generichash_state *st, uint64_t v)
-{
-    uint8_t le[8];
-    for (int i = 0; i < 8; i++)
-        le[i] = (uint8_t) (v >> (8 * i));
-    (void) crypto_generichash_update(st, le, sizeof(le));
-}
-
-static int hash_record(void *arg, const struct store_rec *rec)
-{
-    struct hash_walk *w = arg;
-    hash_u64(&w->st, rec->key_len);
-    (void) crypto_generichash_update(&w->st, rec->key, rec->key_len);
-    hash_u64(&w->st, rec->value_len);
-    if (rec->value_len) (void) crypto_generichash_update(&w->st, rec->value, rec->value_len);
-    w->n++;
-    return 0;
-}
-
 /*
  * HASH [prefix]: a digest of the live data (protocol.md §3, replication.md §4): BLAKE2b-256 over
  * (len64le(key) key len64le(value) value) of each live record with the prefix, in key order.
@@ -717,20 +672,13 @@ void cmd_hash(struct cmd_ctx *x)
         return;
     }
     bool all = x->argc == 1 || (x->argv[1].len == 1 && x->argv[1].p[0] == '*');
-    struct hash_walk w = { .n = 0 };
-    if (crypto_generichash_init(&w.st, NULL, 0, 32) != 0) {
-        reply_error(x, "hash initialization failed");
-        return;
-    }
-    int rc = store_scan(x->srv->store, all ? NULL : x->argv[1].p, all ? 0 : x->argv[1].len, NULL, 0,
-                        STORE_SCAN_LIVE, hash_record, &w);
-    if (rc < 0) {
+    uint8_t digest[KV_DIGEST_LEN];
+    char hex[HASH_HEX_LEN + 1];
+    if (kv_live_digest(x->srv->store, all ? NULL : x->argv[1].p, all ? 0 : x->argv[1].len, digest) <
+        0) {
         reply_storage_error(x);
         return;
     }
-    uint8_t digest[32] = { 0 };
-    char hex[HASH_HEX_LEN + 1];
-    if (w.n) (void) crypto_generichash_final(&w.st, digest, sizeof(digest));
     (void) sodium_bin2hex(hex, sizeof(hex), digest, sizeof(digest));
     if (x->resp) {
         resp_add_bulk(x->out, hex, HASH_HEX_LEN);

@@ -111,6 +111,7 @@ void conf_init(struct conf *c)
     c->ae_interval_seconds = 10;
     c->merkle_fanout = 16;
     c->merkle_depth = 4;
+    c->sync_timeout_seconds = 10;
 }
 
 void conf_clear(struct conf *c)
@@ -437,6 +438,13 @@ static const char *set_depth(struct conf *c, const struct value *v, char *why, s
     return e;
 }
 
+static const char *set_sync_timeout(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    const char *e = int_range(v, 1, 3600, why, n);
+    if (!e) c->sync_timeout_seconds = (int) v->i;
+    return e;
+}
+
 static const char *set_ae_peers(struct conf *c, const struct value *v, char *why, size_t n)
 {
     (void) why, (void) n;
@@ -484,6 +492,7 @@ static const struct key_def keys[] = {
     { "anti_entropy", "peer_list", set_ae_peers },
     { "anti_entropy", "fanout", set_fanout },
     { "anti_entropy", "depth", set_depth },
+    { "anti_entropy", "sync_timeout_seconds", set_sync_timeout },
 };
 
 static const struct key_def *find_key(const char *table, const char *key)

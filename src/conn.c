@@ -78,6 +78,11 @@ static void close_now(struct conn *c)
     struct server *srv = c->srv;
     if (c->flags & CONN_CLOSING) return;
     c->flags |= CONN_CLOSING;
+    if (c->flags & CONN_BLOCKED) {
+        c->flags &= ~CONN_BLOCKED;
+        c->on_close(c, c->on_close_arg);
+        c->on_close = NULL;
+    }
     if (c->fd >= 0) {
         loop_del_fd(srv->loop, c->fd);
         (void) close(c->fd);
@@ -109,6 +114,30 @@ void conn_close_after_reply(struct conn *c)
 {
     c->flags |= CONN_CLOSE_AFTER_REPLY;
     mark_pending(c);
+}
+
+void conn_block(struct conn *c, conn_close_fn *on_close, void *arg)
+{
+    c->flags |= CONN_BLOCKED;
+    c->on_close = on_close;
+    c->on_close_arg = arg;
+}
+
+void conn_unblock(struct conn *c)
+{
+    if (!(c->flags & CONN_BLOCKED)) return;
+    c->flags &= ~CONN_BLOCKED;
+    c->on_close = NULL;
+    /* The reply joins this turn: committed, then flushed, or withdrawn with the turn. */
+    if (!(c->flags & CONN_RAN)) {
+        c->flags |= CONN_RAN;
+        c->turn_mark = c->out.len;
+    }
+    mark_pending(c);
+    if (c->in.len)
+        c->flags |= CONN_PAUSED; /* flush() resumes the buffered requests after the reply */
+    else if (c->flags & CONN_EOF)
+        c->flags |= CONN_CLOSE_AFTER_REPLY; /* the client half-closed while waiting */
 }
 
 static void accept_one(struct server *srv, int fd, const struct sockaddr_storage *sa)
@@ -287,7 +316,8 @@ static void process_input(struct conn *c)
         buf_reset(&c->in);
         return;
     }
-    while (pos < c->in.len && !(c->flags & (CONN_CLOSE_AFTER_REPLY | CONN_CLOSING)) &&
+    while (pos < c->in.len &&
+           !(c->flags & (CONN_CLOSE_AFTER_REPLY | CONN_CLOSING | CONN_BLOCKED)) &&
            conn_unsent(c) < CONN_SOFT_OUTPUT_BYTES && !c->srv->stopping) {
         const uint8_t *data = c->in.data + pos;
         size_t avail = c->in.len - pos, used = 0;
@@ -336,10 +366,15 @@ static void process_input(struct conn *c)
     if (c->in.len && conn_unsent(c) >= CONN_SOFT_OUTPUT_BYTES) c->flags |= CONN_PAUSED;
     if (eof && c->in.len && c->proto == CONN_PROTO_RESP && !(c->flags & CONN_CLOSE_AFTER_REPLY))
         buf_reset(&c->in); /* a truncated frame at EOF can never complete */
-    if (eof && (c->in.len == 0 || (c->flags & CONN_CLOSE_AFTER_REPLY))) conn_close_after_reply(c);
-    /* Backpressure: stop reading while the client is not reading its replies. */
+    /* A blocked client is answered first (conn_unblock closes it then). */
+    if (eof && !(c->flags & CONN_BLOCKED) &&
+        (c->in.len == 0 || (c->flags & CONN_CLOSE_AFTER_REPLY)))
+        conn_close_after_reply(c);
+    /* Backpressure: stop reading while the client is not reading its replies, or while it is
+     * blocked with plenty of requests buffered already. */
     unsigned want = (c->flags & CONN_EOF) ? 0 : LOOP_READ;
     if (conn_unsent(c) >= CONN_SOFT_OUTPUT_BYTES) want = 0;
+    if ((c->flags & CONN_BLOCKED) && c->in.len >= CONN_BLOCKED_INPUT) want = 0;
     if (conn_unsent(c)) want |= LOOP_WRITE;
     if (c->flags & CONN_RAN) want &= ~LOOP_WRITE; /* flushed after the commit */
     set_mask(c, want);
@@ -455,7 +490,7 @@ void conn_before_sleep(struct server *srv)
     for (int round = 0; round < RESUME_ROUNDS; round++) {
         /* Resume clients whose output drained with requests still buffered. */
         for (struct conn *c = srv->pending; c; c = c->pending_next)
-            if (!(c->flags & (CONN_RAN | CONN_CLOSING | CONN_PAUSED)) && c->in.len &&
+            if (!(c->flags & (CONN_RAN | CONN_CLOSING | CONN_PAUSED | CONN_BLOCKED)) && c->in.len &&
                 conn_unsent(c) < CONN_SOFT_OUTPUT_BYTES)
                 process_input(c);
         group_commit(srv);

@@ -30,6 +30,7 @@
 #include "arborkv/loop.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
+#include "arborkv/mirror.h"
 #include "arborkv/purge.h"
 #include "arborkv/repl.h"
 #include "arborkv/server.h"
@@ -107,6 +108,8 @@ static int start_replication(struct server *srv, const struct conf *c)
                           .step_timeout_s =
                                   c->ae_interval_seconds < 5 ? c->ae_interval_seconds : 5 };
     if (rc == 0) rc = ae_new(&srv->ae, srv, srv->repl, &ao);
+    struct mirror_opts mo = { .timeout_s = c->sync_timeout_seconds };
+    if (rc == 0) rc = mirror_new(&srv->mirror, srv, &mo);
     if (rc < 0)
         log_error("cannot start replication: %s", strerror(-rc));
     else if (c->repl_enabled)
@@ -282,6 +285,8 @@ int main(int argc, char **argv)
 
     conn_stop_listening(&srv);
     conn_close_all(&srv, SHUTDOWN_FLUSH_US);
+    mirror_free(srv.mirror); /* after the clients: a SYNC in progress is abandoned */
+    srv.mirror = NULL;
     repl_free(srv.repl, REPL_DISCONNECT_MS);
     srv.repl = NULL;
     ae_free(srv.ae);
@@ -290,6 +295,7 @@ int main(int argc, char **argv)
     log_info("shutdown complete");
 
 out:
+    mirror_free(srv.mirror);
     repl_free(srv.repl, 0);
     ae_free(srv.ae);
     purge_free(srv.purge);

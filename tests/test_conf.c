@@ -235,6 +235,7 @@ static void check_defaults(const struct conf *c)
     ASSERT(c->ae_enabled);
     ASSERT_EQ(c->ae_interval_seconds, 10);
     ASSERT(c->ae_peer_list == NULL);
+    ASSERT_EQ(c->sync_timeout_seconds, 10);
     ASSERT(c->warnings == NULL);
     ASSERT_EQ(c->nwarnings, 0);
 }
@@ -515,6 +516,10 @@ TEST(integers)
     ASSERT_EQ(c.max_clients, 1000000);
     ASSERT_EQ(c.mqtt_port, 65535);
     ASSERT_EQ(c.ae_interval_seconds, 1);
+    LOAD_OK(&c, "[anti_entropy]\nsync_timeout_seconds = 1\n");
+    ASSERT_EQ(c.sync_timeout_seconds, 1);
+    LOAD_OK(&c, "[anti_entropy]\nsync_timeout_seconds = 3600\n");
+    ASSERT_EQ(c.sync_timeout_seconds, 3600);
     conf_clear(&c);
     rm_tmp();
 }
@@ -929,6 +934,10 @@ TEST(err_values_out_of_range)
                "anti_entropy.interval_seconds must be an integer in 1..86400");
     EXPECT_ERR("[anti_entropy]\ninterval_seconds = 86401\n", 2,
                "anti_entropy.interval_seconds must be an integer in 1..86400");
+    EXPECT_ERR("[anti_entropy]\nsync_timeout_seconds = 0\n", 2,
+               "anti_entropy.sync_timeout_seconds must be an integer in 1..3600");
+    EXPECT_ERR("[anti_entropy]\nsync_timeout_seconds = 3601\n", 2,
+               "anti_entropy.sync_timeout_seconds must be an integer in 1..3600");
     rm_tmp();
 }
 

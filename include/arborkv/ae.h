@@ -10,7 +10,10 @@
  * ends the session as failed; the next interval starts over.
  *
  * Messages travel on {prefix}/ae/{node_id} (each node subscribes to its own), QoS 1, in a compact
- * binary format documented in docs/anti-entropy.md and validated strictly on receipt.
+ * binary format documented in docs/anti-entropy.md and validated strictly on receipt. The same
+ * messages also travel over a client connection: ae_answer answers one request into a buffer
+ * (the RESP command ARBORKV.AE), and the initiator's descent (struct ae_walk) and record pages
+ * (struct ae_recs) are shared with SYNC (mirror.c), which drives them over that connection.
  *
  * THREADING: event-loop thread only.
  */
@@ -22,6 +25,7 @@
 #include <stdint.h>
 
 #include "arborkv/buf.h"
+#include "arborkv/store.h"
 
 #define AE_MAX_MESSAGE    (4u * 1024 * 1024) /* bytes of one received message */
 #define AE_PAGE_BYTES     (256u * 1024)      /* target size of a records page */
@@ -31,6 +35,7 @@
 struct server;
 struct repl;
 struct ae;
+struct merkle;
 
 struct ae_opts {
     bool enabled;       /* run sessions by itself */
@@ -53,5 +58,89 @@ void ae_run_now(struct ae *a);
 
 /* Appends the anti-entropy lines of INFO ("name:value\r\n" each). */
 void ae_info(const struct ae *a, struct buf *out);
+
+/*
+ * Answers one request message (NODES_REQ or RECS_REQ) statelessly, as the peer side of a session
+ * does, appending the answer message to reply instead of publishing it. A RECS_REQ with no leaf
+ * buckets (n = 0) asks for every record (SYNC --full). Returns 0, or -EBADMSG for a malformed
+ * request (counted in ae_malformed; nothing appended), or -EIO on a storage error.
+ */
+int ae_answer(struct ae *a, const uint8_t *req, size_t len, struct buf *reply);
+
+/*
+ * Calls fn (store_scan's contract) for the records of leaf buckets leaves[0..n) of this node's
+ * tree (n == 0: every record), in key order, starting strictly after key `after` when has_after.
+ * flags are store_scan's (STORE_SCAN_LIVE, STORE_SCAN_KEYS_ONLY). Returns store_scan's result.
+ */
+int ae_scan_leaves(struct ae *a, const uint32_t *leaves, uint32_t n, const uint8_t *after,
+                   size_t after_len, bool has_after, unsigned flags, store_scan_fn *fn, void *arg);
+
+/* ---- the initiator's side, shared by sessions and SYNC ------------------------------------- */
+
+/*
+ * The descent over the peer's tree: starting at the root, the children of the nodes in cur are
+ * asked for (in chunks of AE_MAX_NODES_REQ) and those whose digest differs from this node's go
+ * to the next level, until cur holds the differing leaf buckets, which are then handed out in
+ * chunks of AE_MAX_LEAVES_REQ. One request is outstanding at a time.
+ */
+struct ae_walk {
+    unsigned level;         /* level of the nodes in cur (0 = root); the depth at the leaves */
+    bool at_leaves;         /* cur holds differing leaf buckets */
+    uint32_t *cur;          /* nodes to expand, or differing leaves; heap, owned */
+    size_t ncur, cap_cur;   /* entries used / allocated in cur */
+    size_t chunk, chunk_n;  /* the slice cur[chunk .. chunk + chunk_n) being worked on */
+    uint32_t *next;         /* differing children found so far (level + 1); heap, owned */
+    size_t nnext, cap_next; /* entries used / allocated in next */
+    unsigned peer_fanout;   /* the peer's tree shape, from its last NODES answer */
+    unsigned peer_depth;    /* (reported when it differs from ours) */
+    uint64_t digests;       /* node digests received */
+};
+
+enum ae_walk_step {
+    AE_WALK_NODES = 1,  /* ask for the next chunk of nodes (ae_walk_nodes_req) */
+    AE_WALK_LEAVES = 2, /* the descent is over: cur holds the differing leaves */
+    AE_WALK_EQUAL = 3,  /* nothing differs */
+};
+
+void ae_walk_init(struct ae_walk *w); /* at the root */
+void ae_walk_clear(struct ae_walk *w);
+
+/* Builds in out (reset first) a NODES_REQ, from `from` in session sid, for the next chunk of
+ * the nodes in w. */
+void ae_walk_nodes_req(struct ae_walk *w, uint64_t sid, const char *from, struct buf *out);
+
+/*
+ * Takes the peer's answer (a whole message) to the last ae_walk_nodes_req of session sid and
+ * compares its digests with this node's tree. Returns the next step (enum ae_walk_step),
+ * -EPROTO when the peer's tree has another shape (w->peer_fanout, w->peer_depth), or -EBADMSG
+ * when the answer is malformed or not the one expected.
+ */
+int ae_walk_on_nodes(struct ae *a, struct ae_walk *w, uint64_t sid, const uint8_t *msg, size_t len);
+
+/* At the leaves: moves to the next chunk of differing leaves; false when all were handed out.
+ * The chunk is w->cur[w->chunk .. w->chunk + w->chunk_n). */
+bool ae_walk_next_leaves(struct ae_walk *w);
+
+/* Builds in out (reset first) a RECS_REQ for leaves[0..n) (n == 0: every record), after key
+ * `after` when has_after. */
+void ae_recs_req(uint64_t sid, const char *from, const uint32_t *leaves, uint32_t n,
+                 const uint8_t *after, size_t after_len, bool has_after, struct buf *out);
+
+/* A page of records (RECS message) being decoded. Pointers borrow from the message. */
+struct ae_recs {
+    bool more;          /* more records follow: ask again after `after` */
+    bool push;          /* pushed by an initiator (not an answer) */
+    struct slice after; /* [borrow] key of the last record of the page (the paging cursor) */
+    uint32_t count;     /* records in the page */
+    uint32_t done;      /* records returned by ae_recs_next so far */
+    const uint8_t *p;   /* [borrow] undecoded bytes */
+    size_t left;        /* bytes at p */
+};
+
+/* Opens a RECS message of session sid. Returns 0 or -EBADMSG. */
+int ae_recs_open(struct ae_recs *r, uint64_t sid, const uint8_t *msg, size_t len);
+/* Decodes the next record into rec ([borrow] from the message). Returns 1, 0 at the end of a
+ * well-formed page, or -EBADMSG. */
+int ae_recs_next(struct ae_recs *r, struct store_rec *rec);
 
 #endif

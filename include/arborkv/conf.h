@@ -64,11 +64,12 @@ struct conf {
     int64_t max_clock_skew_seconds; /* HLC guard (replication.md §1); default 60 */
     int64_t reconnect_max_seconds;  /* reconnect backoff cap; default 30 */
     /* [anti_entropy] */
-    bool ae_enabled;         /* default true */
-    int ae_interval_seconds; /* default 10 */
-    char **ae_peer_list;     /* NULL-terminated array or NULL */
-    int merkle_fanout;       /* [anti_entropy] fanout; default 16 (power of two, 2..256) */
-    int merkle_depth;        /* [anti_entropy] depth; default 4 (levels; fanout^depth <= 2^20) */
+    bool ae_enabled;          /* default true */
+    int ae_interval_seconds;  /* default 10 */
+    char **ae_peer_list;      /* NULL-terminated array or NULL */
+    int merkle_fanout;        /* [anti_entropy] fanout; default 16 (power of two, 2..256) */
+    int merkle_depth;         /* [anti_entropy] depth; default 4 (levels; fanout^depth <= 2^20) */
+    int sync_timeout_seconds; /* [anti_entropy] SYNC step timeout; default 10 (1..3600) */
 
     char **warnings;  /* NULL-terminated "file:line: unknown key 'x'" lines, or NULL */
     size_t nwarnings; /* entries in warnings */

@@ -30,6 +30,7 @@
 #define CONN_LISTEN_BACKLOG    1024          /* >= 511 as the issue requires */
 #define CONN_READ_CHUNK        (64 * 1024)   /* bytes read per readable event */
 #define CONN_SOFT_OUTPUT_BYTES (1024 * 1024) /* pause reading above this much unsent output */
+#define CONN_BLOCKED_INPUT     (1024 * 1024) /* stop reading a blocked client above this input */
 
 struct server;
 
@@ -43,10 +44,15 @@ enum conn_flags {
     CONN_EOF = 1 << 4,               /* peer closed its sending side */
     CONN_REJECT = 1 << 5,            /* over max_clients: answer the first request with an error */
     CONN_IN_MULTI = 1 << 6,          /* RESP MULTI: queueing commands */
-    CONN_PAUSED = 1 << 7,            /* input left unprocessed because of unsent output */
+    CONN_PAUSED = 1 << 7,            /* input left unprocessed: unsent output, or unblocked */
+    CONN_BLOCKED = 1 << 8,           /* a command's reply is deferred (conn_block) */
 };
 
 struct multi_state; /* cmd.c's queued MULTI commands */
+struct conn;
+
+/* Called when a blocked connection closes (see conn_block). */
+typedef void conn_close_fn(struct conn *c, void *arg);
 
 struct conn {
     struct server *srv;        /* owning server */
@@ -67,6 +73,8 @@ struct conn {
     size_t argv_cap;           /* entries in argv */
     char *name;                /* CLIENT SETNAME, heap or NULL */
     struct multi_state *multi; /* queued MULTI commands (CONN_IN_MULTI), cmd.c owns it */
+    conn_close_fn *on_close;   /* CONN_BLOCKED: told if c closes before conn_unblock */
+    void *on_close_arg;        /* its argument */
     uint64_t created_us;       /* loop_now_us() at accept */
     uint64_t last_cmd_us;      /* loop_now_us() of the last command */
     struct conn *prev, *next;  /* server->clients list */
@@ -84,6 +92,21 @@ void conn_before_sleep(struct server *srv);
 
 /* Marks c to be closed once its pending output is written. */
 void conn_close_after_reply(struct conn *c);
+
+/*
+ * Defers the reply of the command running on c (SYNC): no further request of c runs, and c is
+ * not closed on EOF, until conn_unblock. Other clients are served meanwhile. Should c close
+ * first (an error, shutdown), on_close(c, arg) is called once, before c is freed, and whoever
+ * blocked it must forget c.
+ */
+void conn_block(struct conn *c, conn_close_fn *on_close, void *arg);
+
+/*
+ * Ends the block: the caller appends the deferred reply to c->out right after this call. Like
+ * any reply it leaves after the turn's commit (and is withdrawn if that commit fails); the
+ * client's buffered requests run after it.
+ */
+void conn_unblock(struct conn *c);
 
 /* Shutdown: best-effort flush of every client's output within timeout_us, then close them all. */
 void conn_close_all(struct server *srv, uint64_t timeout_us);

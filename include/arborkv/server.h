@@ -26,6 +26,7 @@ struct conn;
 struct repl;
 struct ae;
 struct purge;
+struct mirror;
 
 /* Command families counted by STATS (protocol.md §4), in output order. */
 enum stat_cat {
@@ -72,6 +73,7 @@ struct server {
     struct repl *repl;         /* replication layer (owned by main), NULL when not built */
     struct ae *ae;             /* anti-entropy (owned by main), NULL when not built */
     struct purge *purge;       /* tombstone purge (owned by main), NULL when not built */
+    struct mirror *mirror;     /* SYNC (owned by main), NULL when not built */
     const char *node_id;       /* [borrow] this node's id, from the config */
     const char *engine_name;   /* "sqlite" or "memory" */
     const char *fsync_name;    /* "normal" or "always" */

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mirror: the client command SYNC host port [--full] [--verify] (replication.md §4, MerkleKV
+ * semantics): make this node hold exactly the live data of the node at host:port, over that
+ * node's client TCP port. (The module is not called "sync": conventions.md keeps libc's names.)
+ *
+ * Against arborkv (detected by an ARBORKV.AE request over RESP) only what differs moves: the two
+ * Merkle trees are compared level by level and the records of differing leaf buckets are
+ * fetched, page by page, with the anti-entropy messages of ae.h. With --full, or when the trees
+ * have different shapes, every record is fetched, page by page, the same way. Against a server
+ * that does not know ARBORKV.AE (MerkleKV), the fallback is the line protocol: SCAN, then GET
+ * of every key, pipelined in a bounded window.
+ *
+ * Local writes: a remote record that beats the local one in last-write-wins order is stored as
+ * it is (as an anti-entropy repair: lww_apply, not published as an event). Where the local record
+ * wins (or the remote sent only a value, with no timestamp) but the live values differ, the
+ * remote's value (or absence) is written as a new local write (kv_write: fresh HLC ts, published
+ * as an event like a client write), so it supersedes the local record here and on the peers.
+ * Local keys the remote lacks are deleted that same way.
+ *
+ * One SYNC runs at a time. It never blocks the event loop: the remote socket is non-blocking and
+ * every step is an event (resolver thread for host names, connect, replies, a zero-delay timer
+ * between batches of deletions); the requesting client is blocked (conn_block) until the end,
+ * and each step has a timeout, so a dead remote ends in an error. Memory is bounded by one page
+ * of records (plus the remote's key list on the line fallback).
+ *
+ * THREADING: event-loop thread only (the resolver thread touches nothing of this module's state;
+ * it hands its result over a pipe).
+ */
+#ifndef ARBORKV_MIRROR_H
+#define ARBORKV_MIRROR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "arborkv/buf.h"
+
+#define MIRROR_GET_WINDOW   64                 /* line fallback: GETs in flight at most */
+#define MIRROR_DELETE_BATCH 1024               /* local keys deleted per loop turn at most */
+#define MIRROR_HOST_MAX     255                /* bytes of a host name */
+#define MIRROR_MAX_LINE     (1024 * 1024 + 64) /* bytes of one line reply (fallback) */
+#define MIRROR_MAX_BULK     (64u * 1024 * 1024 + 512 * 1024) /* bytes of one RESP reply */
+
+struct server;
+struct conn;
+struct mirror;
+
+struct mirror_opts {
+    int timeout_s; /* a step (resolve, connect, one reply) taking longer fails the SYNC */
+};
+
+/* Returns 0 with *out (**new**, release with mirror_free). */
+int mirror_new(struct mirror **out, struct server *srv, const struct mirror_opts *o);
+/* Abandons a SYNC in progress (its client is not answered) and frees m. NULL-safe. */
+void mirror_free(struct mirror *m);
+
+/*
+ * Starts SYNC from host:port for client c (host [borrow], copied). Returns 0 when started: c is
+ * blocked and answered ("OK" or an error) when it ends. Returns <0 when it cannot start or
+ * failed at once, with the reason (the client's error message) in err: -EBUSY (a SYNC is in
+ * progress), -EINVAL (bad host), -ECONNREFUSED (resolving or connecting failed on the spot).
+ */
+int mirror_start(struct mirror *m, struct conn *c, const char *host, int port, bool full,
+                 bool verify, char *err, size_t errlen);
+
+/* Appends the SYNC lines of INFO ("name:value\r\n" each). NULL-safe. */
+void mirror_info(const struct mirror *m, struct buf *out);
+
+#endif
