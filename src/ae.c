@@ -765,20 +765,24 @@ static int64_t answer_recs(struct ae *a, uint64_t sid, struct cur *c, struct buf
     uint32_t n = (uint32_t) get_le(c, 4);
     /* n == 0: every record (SYNC --full); ae sessions always name their buckets. */
     if (c->bad || n > AE_MAX_LEAVES_REQ || c->left < (size_t) n * 4) return -EBADMSG;
-    uint32_t leaves[AE_MAX_LEAVES_REQ];
+    uint32_t *leaves = xmalloc(((size_t) n + 1) * sizeof(*leaves));
+    int64_t rc = -EBADMSG;
     for (uint32_t i = 0; i < n; i++) {
         leaves[i] = (uint32_t) get_le(c, 4);
-        if (leaves[i] >= merkle_leaves(a->srv->tree)) return -EBADMSG;
+        if (leaves[i] >= merkle_leaves(a->srv->tree)) goto out;
     }
     uint8_t has_after = (uint8_t) get_le(c, 1);
     size_t klen = (size_t) get_le(c, 4);
     const uint8_t *key = NULL;
-    if (!take(c, klen, &key) || c->left || has_after > 1) return -EBADMSG;
+    if (!take(c, klen, &key) || c->left || has_after > 1) goto out;
     struct page_end e = { 0 };
     buf_init(&e.last);
-    int rc = build_page(a, out, sid, a->srv->node_id, leaves, n, key, klen, has_after, false, &e);
+    rc = build_page(a, out, sid, a->srv->node_id, leaves, n, key, klen, has_after, false, &e);
     buf_clear(&e.last);
-    return rc < 0 ? rc : (int64_t) e.nrecs;
+    if (rc == 0) rc = (int64_t) e.nrecs;
+out:
+    free(leaves);
+    return rc;
 }
 
 int ae_answer(struct ae *a, const uint8_t *req, size_t len, struct buf *reply)

@@ -30,7 +30,12 @@
 #define AE_MAX_MESSAGE    (4u * 1024 * 1024) /* bytes of one received message */
 #define AE_PAGE_BYTES     (256u * 1024)      /* target size of a records page */
 #define AE_MAX_NODES_REQ  512                /* nodes whose children one request asks for */
-#define AE_MAX_LEAVES_REQ 256                /* leaf buckets one records request covers */
+/* Leaf buckets one records request covers. Every chunk of buckets costs both sides a scan of
+ * their table (docs/anti-entropy.md), so chunks should be large (256 made d = 10,000 of 1,000,000
+ * take 37 scans per side and ~20 s, docs/benchmarks.md); but the initiator pushes a chunk's
+ * records in one loop turn, so they bound that turn's work and the messages queued at once
+ * (~2 MiB at 15 records per bucket). */
+#define AE_MAX_LEAVES_REQ 2048
 
 struct server;
 struct repl;
