@@ -202,6 +202,7 @@ static void cb_sub_failed(void *ctx, MQTTAsync_failureData *resp)
 /* ---- loop thread -------------------------------------------------------------------------- */
 
 static void schedule_reconnect(struct mqtt *m);
+static int create_client(struct mqtt *m);
 
 /* A connect whose answer never came (paho lost it): give up on it and retry. */
 static void on_watchdog(struct loop *l, void *arg)
@@ -244,6 +245,10 @@ static void do_connect(struct mqtt *m)
         co.ssl = &ssl;
     }
     m->state = MQTT_CONNECTING;
+    if (!m->client && create_client(m) < 0) {
+        schedule_reconnect(m);
+        return;
+    }
     int rc = MQTTAsync_connect(m->client, &co);
     if (rc != MQTTASYNC_SUCCESS) {
         log_warn("mqtt: connect to %s: %s", m->uri, MQTTAsync_strerror(rc));
@@ -297,6 +302,18 @@ static void lost(struct mqtt *m, const char *why)
     bool was_connected = m->state == MQTT_CONNECTED;
     m->connect_in_flight = false;
     memset(m->tag_set, 0, TOKEN_SLOTS);
+    /*
+     * A new client for the next connection: paho 1.3.12 retransmits the publishes that were in
+     * flight when a connection died, and after a connection stalled mid-write (a peer that stops
+     * reading) their topic had been freed: the broker got a garbage topic, disconnected us as
+     * "malformed", and every reconnect repeated it. We need none of paho's in-flight state: the
+     * outbox publishes every unacknowledged event again (repl.c), anti-entropy starts its
+     * sessions over, and presence is published at each connect.
+     */
+    if (was_connected && m->client) {
+        MQTTAsync_destroy(&m->client);
+        if (create_client(m) < 0) log_error("mqtt: cannot renew the client; retrying");
+    }
     if (m->state == MQTT_STOPPED) return;
     m->state = MQTT_CONNECTING;
     schedule_reconnect(m);
@@ -431,23 +448,33 @@ int mqtt_new(struct mqtt **out, struct loop *l, const struct mqtt_opts *o,
         mqtt_free(m, 0);
         return rc;
     }
+    rc = create_client(m);
+    if (rc < 0) {
+        mqtt_free(m, 0);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+/* Creates m->client (NULL on failure). Returns 0 or -EINVAL (logged). */
+static int create_client(struct mqtt *m)
+{
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
     co.sendWhileDisconnected = 0;
-    rc = MQTTAsync_createWithOptions(&m->client, m->uri, m->client_id, MQTTCLIENT_PERSISTENCE_NONE,
-                                     NULL, &co);
+    int rc = MQTTAsync_createWithOptions(&m->client, m->uri, m->client_id,
+                                         MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
     if (rc != MQTTASYNC_SUCCESS) {
         log_error("mqtt: cannot create a client for %s: %s", m->uri, MQTTAsync_strerror(rc));
         m->client = NULL;
-        mqtt_free(m, 0);
         return -EINVAL;
     }
     rc = MQTTAsync_setCallbacks(m->client, m, cb_lost, cb_message, NULL);
     if (rc != MQTTASYNC_SUCCESS) {
         log_error("mqtt: setCallbacks: %s", MQTTAsync_strerror(rc));
-        mqtt_free(m, 0);
+        MQTTAsync_destroy(&m->client);
         return -EINVAL;
     }
-    *out = m;
     return 0;
 }
 
