@@ -94,6 +94,7 @@ static int start_replication(struct server *srv, const struct conf *c)
         .tls_cert_file = c->tls_cert_file,
         .tls_key_file = c->tls_key_file,
         .keepalive_s = (int) c->keepalive_seconds,
+        .mqtt_version = (int) c->mqtt_version,
         .wire_merklekv = c->wire_merklekv,
         .batch_max_events = (size_t) c->batch_max_events,
         .max_inflight = (size_t) c->max_inflight,
