@@ -90,6 +90,7 @@ static void push(struct mqtt *m, struct qitem *it)
 {
     it->next = NULL;
     (void) pthread_mutex_lock(&m->lock);
+    bool was_empty = !m->head;
     if (m->tail)
         m->tail->next = it;
     else
@@ -97,6 +98,9 @@ static void push(struct mqtt *m, struct qitem *it)
     m->tail = it;
     m->queued_bytes += it->len;
     (void) pthread_mutex_unlock(&m->lock);
+    /* Only the push onto an empty queue wakes the loop: on_eventfd reads the eventfd before it
+     * takes the whole queue, so items pushed onto a non-empty queue are taken with the first. */
+    if (!was_empty) return;
     uint64_t one = 1;
     /* EAGAIN means the counter is already non-zero: the loop will wake anyway. */
     if (write(m->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
