@@ -122,6 +122,27 @@ def test_garbage_data_file_refused_and_untouched(make_peer):
     assert p.db_path.read_bytes() == garbage
 
 
+def test_second_server_on_the_same_data_directory_is_refused(make_peer):
+    """The data directory's lock file keeps a second server off, while the first one keeps
+    serving; once the first has stopped the directory can be used again."""
+    p = make_peer()
+    with p.line() as c:
+        assert c.request(b"SET a 1") == b"OK\r\n"
+    q = make_peer(start=False, conf={"storage_path": str(p.storage_path)})
+    status, log = q.start_expect_failure()
+    assert status != 0, log
+    assert "locked by another process" in log, log
+    assert "arborkv.db" in log, f"the error should name the data file:\n{log}"
+    with p.line() as c:
+        assert c.request(b"SET b 2") == b"OK\r\n"
+        assert c.request(b"GET a") == b"VALUE 1\r\n"
+    p.stop()
+    q.start()
+    with q.line() as c:
+        assert c.request(b"GET b") == b"VALUE 2\r\n"
+        assert c.request(b"DBSIZE") == b"DBSIZE 2\r\n"
+
+
 def test_shutdown_command(make_peer):
     p = make_peer()
     with p.line() as c, p.line() as other:

@@ -102,6 +102,7 @@ void conf_init(struct conf *c)
     c->topic_prefix = xstrdup("arborkv");
     c->keepalive_seconds = 30;
     c->wire_merklekv = false;
+    c->mqtt_version = 5;
     c->batch_max_events = 1000;
     c->max_inflight = 256;
     c->outbox_max_events = 1000000;
@@ -362,6 +363,14 @@ static const char *set_tls_key(struct conf *c, const struct value *v, char *why,
     return set_readable_file(&c->tls_key_file, v, why, n);
 }
 
+static const char *set_mqtt_version(struct conf *c, const struct value *v, char *why, size_t n)
+{
+    (void) why, (void) n;
+    if (v->type != V_INT || (v->i != 3 && v->i != 5)) return "must be 5 (MQTT 5) or 3 (MQTT 3.1.1)";
+    c->mqtt_version = v->i;
+    return NULL;
+}
+
 static const char *set_wire(struct conf *c, const struct value *v, char *why, size_t n)
 {
     (void) why, (void) n;
@@ -481,6 +490,7 @@ static const struct key_def keys[] = {
     { "replication", "tls_cert_file", set_tls_cert },
     { "replication", "tls_key_file", set_tls_key },
     { "replication", "keepalive_seconds", set_keepalive },
+    { "replication", "mqtt_version", set_mqtt_version },
     { "replication", "wire", set_wire },
     { "replication", "batch_max_events", set_batch_max },
     { "replication", "max_inflight", set_max_inflight },

@@ -58,6 +58,7 @@ static void before_sleep(struct loop *l, void *arg)
 {
     struct server *srv = arg;
     conn_before_sleep(srv);
+    store_maintain(srv->store); /* after the turn's replies and publishes are out */
     if (srv->stopping) {
         conn_stop_listening(srv);
         loop_stop(l);
@@ -95,6 +96,7 @@ static int start_replication(struct server *srv, const struct conf *c)
         .tls_cert_file = c->tls_cert_file,
         .tls_key_file = c->tls_key_file,
         .keepalive_s = (int) c->keepalive_seconds,
+        .mqtt_version = (int) c->mqtt_version,
         .wire_merklekv = c->wire_merklekv,
         .batch_max_events = (size_t) c->batch_max_events,
         .max_inflight = (size_t) c->max_inflight,

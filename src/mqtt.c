@@ -27,10 +27,11 @@
 #include "arborkv/loop.h"
 #include "arborkv/mem.h"
 
-#define RECONNECT_MIN_US  100000ULL /* first retry after 100 ms */
-#define CONNECT_TIMEOUT_S 5         /* TCP + CONNACK */
-#define TOKEN_SLOTS       65536     /* MQTT packet ids are 16-bit */
-#define SUBS_MAX          16
+#define RECONNECT_MIN_US      100000ULL /* first retry after 100 ms */
+#define CONNECT_TIMEOUT_S     5         /* TCP + CONNACK */
+#define TOKEN_SLOTS           65536     /* MQTT packet ids are 16-bit */
+#define SUBS_MAX              16
+#define SESSION_NEVER_EXPIRES 0xFFFFFFFFu /* MQTT 5 Session Expiry Interval: like 3.1.1's */
 
 enum qtype {
     Q_CONNECTED,
@@ -61,7 +62,9 @@ struct mqtt {
     int efd; /* eventfd: paho threads -> loop */
     char *uri, *client_id, *username, *password, *ca, *cert, *key, *will_topic, *will_payload;
     int keepalive_s, reconnect_max_s;
+    bool v5; /* MQTT 5 (the *5 callbacks and options), else 3.1.1 */
     char *subs[SUBS_MAX];
+    bool sub_no_local[SUBS_MAX];
     size_t nsubs;
 
     enum mqtt_state state;
@@ -87,6 +90,7 @@ static void push(struct mqtt *m, struct qitem *it)
 {
     it->next = NULL;
     (void) pthread_mutex_lock(&m->lock);
+    bool was_empty = !m->head;
     if (m->tail)
         m->tail->next = it;
     else
@@ -94,6 +98,9 @@ static void push(struct mqtt *m, struct qitem *it)
     m->tail = it;
     m->queued_bytes += it->len;
     (void) pthread_mutex_unlock(&m->lock);
+    /* Only the push onto an empty queue wakes the loop: on_eventfd reads the eventfd before it
+     * takes the whole queue, so items pushed onto a non-empty queue are taken with the first. */
+    if (!was_empty) return;
     uint64_t one = 1;
     /* EAGAIN means the counter is already non-zero: the loop will wake anyway. */
     if (write(m->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
@@ -180,6 +187,86 @@ static void cb_pub_failed(void *ctx, MQTTAsync_failureData *resp)
     push(ctx, it);
 }
 
+/* MQTT 5 forms of the callbacks above (paho requires them with MQTTVERSION_5). */
+static void cb_connected5(void *ctx, MQTTAsync_successData5 *resp)
+{
+    (void) resp;
+    push(ctx, item(Q_CONNECTED));
+}
+
+static void cb_connect_failed5(void *ctx, MQTTAsync_failureData5 *resp)
+{
+    struct qitem *it = item(Q_CONNECT_FAILED);
+    if (resp && resp->message)
+        (void) snprintf(it->why, sizeof(it->why), "%s", resp->message);
+    else if (resp && resp->reasonCode)
+        (void) snprintf(it->why, sizeof(it->why), "%s", MQTTReasonCode_toString(resp->reasonCode));
+    else
+        (void) snprintf(it->why, sizeof(it->why), "code %d", resp ? resp->code : -1);
+    push(ctx, it);
+}
+
+static void cb_pub_ok5(void *ctx, MQTTAsync_successData5 *resp)
+{
+    struct qitem *it = item(Q_PUB_OK);
+    it->token = resp ? resp->token : -1;
+    /* A PUBACK with an error reason (0x80 and up) is a refusal, not a delivery. */
+    if (resp && resp->reasonCode >= MQTTREASONCODE_UNSPECIFIED_ERROR) it->type = Q_PUB_FAIL;
+    push(ctx, it);
+}
+
+static void cb_pub_failed5(void *ctx, MQTTAsync_failureData5 *resp)
+{
+    struct qitem *it = item(Q_PUB_FAIL);
+    it->token = resp ? resp->token : -1;
+    push(ctx, it);
+}
+
+static void cb_disconnected5(void *ctx, MQTTAsync_successData5 *resp)
+{
+    (void) resp;
+    push(ctx, item(Q_DISCONNECTED));
+}
+
+static void cb_disconnect_failed5(void *ctx, MQTTAsync_failureData5 *resp)
+{
+    (void) resp;
+    push(ctx, item(Q_DISCONNECTED));
+}
+
+static void cb_sub_failed5(void *ctx, MQTTAsync_failureData5 *resp)
+{
+    struct qitem *it = item(Q_SUB_FAIL);
+    (void) snprintf(it->why, sizeof(it->why), "%s",
+                    resp && resp->reasonCode ? MQTTReasonCode_toString(resp->reasonCode)
+                                             : "refused");
+    push(ctx, it);
+}
+
+/* A SUBACK: with MQTT 5 a refused filter comes as an error reason code among the others. */
+static void cb_sub_ok5(void *ctx, MQTTAsync_successData5 *resp)
+{
+    if (!resp) return;
+    int n = resp->alt.sub.reasonCodeCount;
+    const enum MQTTReasonCodes *codes = resp->alt.sub.reasonCodes;
+    if (n <= 1) {
+        if (resp->reasonCode < MQTTREASONCODE_UNSPECIFIED_ERROR) return;
+        n = 0;
+    }
+    for (int i = 0; i < n && codes; i++)
+        if (codes[i] >= MQTTREASONCODE_UNSPECIFIED_ERROR) {
+            struct qitem *it = item(Q_SUB_FAIL);
+            (void) snprintf(it->why, sizeof(it->why), "%s", MQTTReasonCode_toString(codes[i]));
+            push(ctx, it);
+            return;
+        }
+    if (n == 0) {
+        struct qitem *it = item(Q_SUB_FAIL);
+        (void) snprintf(it->why, sizeof(it->why), "%s", MQTTReasonCode_toString(resp->reasonCode));
+        push(ctx, it);
+    }
+}
+
 static void cb_disconnected(void *ctx, MQTTAsync_successData *resp)
 {
     (void) resp;
@@ -219,14 +306,28 @@ static void on_watchdog(struct loop *l, void *arg)
 static void do_connect(struct mqtt *m)
 {
     MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
+    MQTTAsync_connectOptions co5 = MQTTAsync_connectOptions_initializer5;
     MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
     MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+    MQTTProperties props = MQTTProperties_initializer;
+    if (m->v5) {
+        co = co5;
+        co.cleanstart = 0; /* resume the session: QoS 1 messages queued while away */
+        MQTTProperty expiry = { .identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL };
+        expiry.value.integer4 = SESSION_NEVER_EXPIRES;
+        if (MQTTProperties_add(&props, &expiry) != 0)
+            log_warn("mqtt: cannot set the session expiry; the session ends at disconnect");
+        co.connectProperties = &props;
+        co.onSuccess5 = cb_connected5;
+        co.onFailure5 = cb_connect_failed5;
+    } else {
+        co.cleansession = 0;
+        co.onSuccess = cb_connected;
+        co.onFailure = cb_connect_failed;
+    }
     co.keepAliveInterval = m->keepalive_s;
-    co.cleansession = 0;
     co.connectTimeout = CONNECT_TIMEOUT_S;
     co.automaticReconnect = 0;
-    co.onSuccess = cb_connected;
-    co.onFailure = cb_connect_failed;
     co.context = m;
     co.username = m->username;
     co.password = m->password;
@@ -250,6 +351,7 @@ static void do_connect(struct mqtt *m)
         return;
     }
     int rc = MQTTAsync_connect(m->client, &co);
+    MQTTProperties_free(&props); /* paho keeps its own copy */
     if (rc != MQTTASYNC_SUCCESS) {
         log_warn("mqtt: connect to %s: %s", m->uri, MQTTAsync_strerror(rc));
         schedule_reconnect(m);
@@ -288,10 +390,21 @@ static void subscribe_all(struct mqtt *m)
 {
     if (m->nsubs == 0) return;
     int qos[SUBS_MAX];
-    for (size_t i = 0; i < m->nsubs; i++)
+    MQTTSubscribe_options so[SUBS_MAX];
+    for (size_t i = 0; i < m->nsubs; i++) {
         qos[i] = 1;
+        so[i] = (MQTTSubscribe_options) MQTTSubscribe_options_initializer;
+        so[i].noLocal = m->sub_no_local[i] ? 1 : 0;
+    }
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    ro.onFailure = cb_sub_failed;
+    if (m->v5) {
+        ro.onSuccess5 = cb_sub_ok5;
+        ro.onFailure5 = cb_sub_failed5;
+        ro.subscribeOptionsCount = (int) m->nsubs;
+        ro.subscribeOptionsList = so;
+    } else {
+        ro.onFailure = cb_sub_failed;
+    }
     ro.context = m;
     int rc = MQTTAsync_subscribeMany(m->client, (int) m->nsubs, m->subs, qos, &ro);
     if (rc != MQTTASYNC_SUCCESS) log_warn("mqtt: subscribe: %s", MQTTAsync_strerror(rc));
@@ -369,6 +482,8 @@ static void handle(struct mqtt *m, struct qitem *it)
         log_warn("mqtt: subscribe refused (%s); reconnecting", it->why);
         if (m->state == MQTT_CONNECTED) {
             MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+            MQTTAsync_disconnectOptions d5 = MQTTAsync_disconnectOptions_initializer5;
+            if (m->v5) d = d5;
             d.timeout = 100;
             (void) MQTTAsync_disconnect(m->client, &d);
             lost(m, "subscribe refused");
@@ -428,6 +543,7 @@ int mqtt_new(struct mqtt **out, struct loop *l, const struct mqtt_opts *o,
     m->will_topic = dup_or_null(o->will_topic);
     m->will_payload = dup_or_null(o->will_payload);
     m->keepalive_s = o->keepalive_s > 0 ? o->keepalive_s : 30;
+    m->v5 = o->version != 3;
     m->reconnect_max_s = o->reconnect_max_s > 0 ? o->reconnect_max_s : 30;
     m->tags = xcalloc(TOKEN_SLOTS, sizeof(*m->tags));
     m->tag_set = xcalloc(TOKEN_SLOTS, 1);
@@ -461,6 +577,8 @@ int mqtt_new(struct mqtt **out, struct loop *l, const struct mqtt_opts *o,
 static int create_client(struct mqtt *m)
 {
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+    MQTTAsync_createOptions co5 = MQTTAsync_createOptions_initializer5;
+    if (m->v5) co = co5;
     co.sendWhileDisconnected = 0;
     int rc = MQTTAsync_createWithOptions(&m->client, m->uri, m->client_id,
                                          MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
@@ -497,9 +615,16 @@ void mqtt_stop(struct mqtt *m, int timeout_ms)
     }
     if (m->client && (was_connected || m->connect_in_flight)) {
         MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+        MQTTAsync_disconnectOptions d5 = MQTTAsync_disconnectOptions_initializer5;
+        if (m->v5) {
+            d = d5; /* reason 0, normal disconnection: the broker drops the last will */
+            d.onSuccess5 = cb_disconnected5;
+            d.onFailure5 = cb_disconnect_failed5;
+        } else {
+            d.onSuccess = cb_disconnected;
+            d.onFailure = cb_disconnect_failed;
+        }
         d.timeout = timeout_ms;
-        d.onSuccess = cb_disconnected;
-        d.onFailure = cb_disconnect_failed;
         d.context = m;
         if (MQTTAsync_disconnect(m->client, &d) == MQTTASYNC_SUCCESS) m->disconnecting = true;
         m->connect_in_flight = false;
@@ -559,9 +684,10 @@ void mqtt_free(struct mqtt *m, int timeout_ms)
     free(m);
 }
 
-int mqtt_subscribe(struct mqtt *m, const char *filter)
+int mqtt_subscribe(struct mqtt *m, const char *filter, bool no_local)
 {
     if (m->nsubs == SUBS_MAX) return -ENOSPC;
+    m->sub_no_local[m->nsubs] = no_local;
     m->subs[m->nsubs++] = xstrdup(filter);
     if (m->state == MQTT_CONNECTED) subscribe_all(m);
     return 0;
@@ -573,8 +699,13 @@ int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t 
     if (m->state != MQTT_CONNECTED) return -ENOTCONN;
     if (len > (size_t) INT32_MAX) return -EMSGSIZE;
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    ro.onSuccess = cb_pub_ok;
-    ro.onFailure = cb_pub_failed;
+    if (m->v5) {
+        ro.onSuccess5 = cb_pub_ok5;
+        ro.onFailure5 = cb_pub_failed5;
+    } else {
+        ro.onSuccess = cb_pub_ok;
+        ro.onFailure = cb_pub_failed;
+    }
     ro.context = m;
     int rc = MQTTAsync_send(m->client, topic, (int) len, payload, qos, retain ? 1 : 0, &ro);
     if (rc != MQTTASYNC_SUCCESS) {
@@ -604,6 +735,11 @@ const char *mqtt_state_name(enum mqtt_state s)
         return "connected";
     }
     return "?";
+}
+
+bool mqtt_no_local(const struct mqtt *m)
+{
+    return m->v5;
 }
 
 uint64_t mqtt_connects(const struct mqtt *m)

@@ -481,6 +481,7 @@ int repl_new(struct repl **out, struct server *srv, const struct repl_opts *o)
         .tls_cert_file = o->tls_cert_file,
         .tls_key_file = o->tls_key_file,
         .keepalive_s = o->keepalive_s,
+        .version = o->mqtt_version,
         .reconnect_max_s = o->reconnect_max_s,
         .will_topic = r->presence_topic,
         .will_payload = (const char *) r->scratch.data,
@@ -490,9 +491,11 @@ int repl_new(struct repl **out, struct server *srv, const struct repl_opts *o)
                                .on_message = on_message,
                                .on_published = on_published };
     int rc = mqtt_new(&r->mqtt, srv->loop, &mo, &h, r);
-    if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_events);
-    if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_nodes);
-    if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_ae);
+    /* No Local on the events (MQTT 5): the broker stops echoing this node's own events, which
+     * it would receive, decode and drop (apply_event still drops any that come). */
+    if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_events, true);
+    if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_nodes, false);
+    if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_ae, false);
     if (rc < 0) {
         repl_free(r, 0);
         return rc;

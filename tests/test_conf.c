@@ -350,6 +350,7 @@ TEST(arborkv_keys)
                 "[replication]\n"
                 "username = \"user\"\n");
     ASSERT_EQ(c.tombstone_ttl_seconds, 3600);
+    ASSERT_EQ(c.mqtt_version, 5); /* the default */
     ASSERT_EQ(c.fsync, CONF_FSYNC_ALWAYS);
     ASSERT_EQ(c.max_clients, 500);
     ASSERT_EQ(c.client_output_limit, 1048576);
@@ -365,6 +366,10 @@ TEST(arborkv_keys)
     ASSERT_EQ(c.log_level, LOG_ERROR);
     LOAD_OK(&c, "log_level = 'info'");
     ASSERT_EQ(c.log_level, LOG_INFO);
+    LOAD_OK(&c, "[replication]\nmqtt_version = 3\n");
+    ASSERT_EQ(c.mqtt_version, 3);
+    LOAD_OK(&c, "[replication]\nmqtt_version = 5\n");
+    ASSERT_EQ(c.mqtt_version, 5);
     conf_clear(&c);
     rm_tmp();
 }
@@ -930,6 +935,10 @@ TEST(err_values_out_of_range)
                "replication.mqtt_port must be an integer in 1..65535");
     EXPECT_ERR("tombstone_ttl_seconds = -1", 1,
                "tombstone_ttl_seconds must be an integer in 0..3153600000");
+    EXPECT_ERR("[replication]\nmqtt_version = 4\n", 2,
+               "replication.mqtt_version must be 5 (MQTT 5) or 3 (MQTT 3.1.1)");
+    EXPECT_ERR("[replication]\nmqtt_version = \"5\"\n", 2,
+               "replication.mqtt_version must be 5 (MQTT 5) or 3 (MQTT 3.1.1)");
     EXPECT_ERR("[anti_entropy]\ninterval_seconds = 0\n", 2,
                "anti_entropy.interval_seconds must be an integer in 1..86400");
     EXPECT_ERR("[anti_entropy]\ninterval_seconds = 86401\n", 2,

@@ -820,6 +820,45 @@ TEST(refuse_corrupt_records_table)
     rm_tmp();
 }
 
+/* The checkpointer thread copies the WAL back while writes go on; with store_maintain after
+ * each commit (as the loop does) the WAL starts over instead of growing without end. */
+TEST(checkpointer_lets_the_wal_start_over)
+{
+    make_tmp();
+    struct store *st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    static char big[32768];
+    char key[32];
+    uint64_t most = 0;
+    for (int i = 0; i < 600; i++) { /* ~9 frames each: past the checkpointer's threshold */
+        memset(big, 'a' + i % 26, sizeof(big) - 1);
+        snprintf(key, sizeof(key), "big:%d", i);
+        put(st, key, big, (uint64_t) i + 1);
+        ASSERT_OK(store_commit(st));
+        store_maintain(st);
+        if (store_wal_frames(st) > most) most = store_wal_frames(st);
+    }
+    ASSERT(most > 4096);
+    bool restarted = false;
+    for (int i = 0; i < 30000 && !restarted; i++) { /* up to ~30 s on a loaded machine */
+        snprintf(key, sizeof(key), "small:%d", i);
+        put(st, key, "x", (uint64_t) i + 1000);
+        ASSERT_OK(store_commit(st));
+        store_maintain(st);
+        restarted = store_wal_frames(st) < 100;
+        if (!restarted) usleep(1000);
+    }
+    ASSERT(restarted);
+    memset(big, 'a' + 599 % 26, sizeof(big) - 1);
+    expect(st, "big:599", big);
+    store_close(st);
+    st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    expect(st, "big:599", big);
+    memset(big, 'a', sizeof(big) - 1);
+    expect(st, "big:0", big);
+    store_close(st);
+    rm_tmp();
+}
+
 TEST(second_open_of_same_directory_is_refused)
 {
     make_tmp();
@@ -1255,6 +1294,7 @@ TEST_LIST{
     TEST_ENTRY(refuse_foreign_sqlite_database),
     TEST_ENTRY(refuse_newer_schema),
     TEST_ENTRY(refuse_corrupt_records_table),
+    TEST_ENTRY(checkpointer_lets_the_wal_start_over),
     TEST_ENTRY(second_open_of_same_directory_is_refused),
     TEST_ENTRY(unwritable_directory_is_a_clear_error),
     TEST_ENTRY(close_is_null_safe),

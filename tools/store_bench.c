@@ -17,8 +17,8 @@
  *   reopen      store_close + store_open of the full database (live count and max ts scan)
  * Not part of the test suite; built by meson as build/tools/store_bench.
  */
-#include "arborkv/store.h"
 #include "arborkv/merkle.h"
+#include "arborkv/store.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -148,6 +148,7 @@ static uint64_t put_all(struct store *st, const struct opts *o, const size_t *pe
         }
         rc = store_commit(st);
         if (rc < 0) die("commit", rc);
+        store_maintain(st); /* as the server's loop does after each turn */
     }
     return now_ns() - t0;
 }

@@ -58,6 +58,7 @@ struct conf {
     char *tls_key_file;             /* client key; default NULL */
     int64_t keepalive_seconds;      /* MQTT keep-alive; default 30 */
     bool wire_merklekv;             /* wire = "merklekv"; default false ("cbor") */
+    int64_t mqtt_version;           /* 5 (default) or 3 (MQTT 3.1.1) */
     int64_t batch_max_events;       /* events per message; default 1000 */
     int64_t max_inflight;           /* unacknowledged outbox messages; default 256 */
     int64_t outbox_max_events;      /* outbox bound; default 1,000,000 */

@@ -10,8 +10,10 @@
  *
  * The link connects in the background and reconnects after any failure or loss with exponential
  * backoff (100 ms doubling up to reconnect_max_s, ±25% jitter). Subscriptions registered with
- * mqtt_subscribe() are (re)made after every connect. Sessions are persistent (clean session off):
- * the broker queues QoS 1 messages for this client id while it is away.
+ * mqtt_subscribe() are (re)made after every connect. Sessions are persistent (MQTT 3.1.1: clean
+ * session off; MQTT 5: clean start off and a session that never expires): the broker queues QoS 1
+ * messages for this client id while it is away. With MQTT 5 a subscription can ask for No Local:
+ * the broker then never sends this client its own publishes.
  *
  * Flow control: when messages arrive faster than the loop drains them, paho's receive thread
  * waits (MQTT_QUEUE_MAX_BYTES), which stops reading the socket and lets TCP push back on the
@@ -45,6 +47,7 @@ struct mqtt_opts {
     const char *tls_cert_file;
     const char *tls_key_file;
     int keepalive_s;        /* MQTT keep-alive */
+    int version;            /* 5 (MQTT 5) or 3 (MQTT 3.1.1) */
     int reconnect_max_s;    /* backoff cap */
     const char *will_topic; /* last will (retained, QoS 1); NULL: none */
     const char *will_payload;
@@ -74,8 +77,15 @@ void mqtt_start(struct mqtt *m);
 /* Disconnects and stays disconnected until mqtt_start (no-op when stopped). */
 void mqtt_stop(struct mqtt *m, int timeout_ms);
 
-/* Adds a topic filter subscribed with QoS 1 after every connect (and now, when connected). */
-int mqtt_subscribe(struct mqtt *m, const char *filter);
+/*
+ * Adds a topic filter subscribed with QoS 1 after every connect (and now, when connected).
+ * no_local (MQTT 5 only; ignored with 3.1.1): the broker does not send back this client's own
+ * messages on it.
+ */
+int mqtt_subscribe(struct mqtt *m, const char *filter, bool no_local);
+
+/* Whether subscriptions made with no_local really filter (the link speaks MQTT 5). */
+bool mqtt_no_local(const struct mqtt *m);
 
 /*
  * Publishes (payload copied). Only while connected: returns 0, -ENOTCONN when not connected, or

@@ -36,6 +36,7 @@ struct repl_opts {
     const char *password; /* NULL: none */
     const char *tls_ca_file, *tls_cert_file, *tls_key_file;
     int keepalive_s;
+    int mqtt_version;   /* 5: No Local subscription to the events; 3: MQTT 3.1.1 */
     bool wire_merklekv; /* one event per message, integer arrays */
     size_t batch_max_events;
     size_t max_inflight;

@@ -9,7 +9,8 @@
  * store_begin() and ended with store_commit() or store_rollback(): the event loop opens one per
  * turn on the first write and commits it before any reply leaves the process (group commit).
  *
- * THREADING: single-threaded; the event-loop thread owns the store.
+ * THREADING: single-threaded; the event-loop thread owns the store. (For the file engine the
+ * store runs a checkpointer thread of its own, invisible to callers: see store_maintain.)
  */
 #ifndef ARBORKV_STORE_H
 #define ARBORKV_STORE_H
@@ -55,6 +56,17 @@ int store_open(struct store **out, enum store_engine engine, const char *dir,
 
 /* Rolls back any open transaction, finalizes statements, closes the database. NULL-safe. */
 void store_close(struct store *st);
+
+/*
+ * Background upkeep that must run on the owning thread: finishes a WAL checkpoint that the
+ * checkpointer thread prepared (store.c, CHECKPOINTER), which lets the next write start the
+ * WAL file over. Cheap when there is nothing to do; a few ms of I/O when there is. Call it
+ * when no transaction is open and no client waits on this turn (the loop: after the replies
+ * are flushed). NULL-safe; a no-op for the memory engine.
+ */
+void store_maintain(struct store *st);
+/* Frames (pages) in the WAL after the last commit; 0 for the memory engine or before any. */
+uint64_t store_wal_frames(const struct store *st);
 
 /* Opens a write transaction (BEGIN IMMEDIATE) unless one is open. Returns 0 or -EIO. */
 int store_begin(struct store *st);
