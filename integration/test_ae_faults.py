@@ -370,6 +370,8 @@ def test_info_fields_exist_and_move(make_broker, make_cluster, make_peer):
     for p in cluster:
         d = info(p)
         assert d["merkle_records"] == "5", (p.name, d["merkle_records"])  # 3 values, 2 tombstones
+        # The tree's arrays: fixed by the shape (16 x 4 here), whatever the records.
+        assert 1_000_000 < int(d["merkle_memory_bytes"]) < 16_000_000
         assert line_request(p, b"DBSIZE") == b"DBSIZE 3"
     hash_ = wait_hash_equal(cluster)
 
@@ -380,6 +382,7 @@ def test_info_fields_exist_and_move(make_broker, make_cluster, make_peer):
     assert line_request(x, b"HASH") == hash_
     dx = info(x)
     assert dx["merkle_records"] == "3" and ROOT_RE.match(dx["merkle_root"])
+    assert dx["merkle_memory_bytes"] == info(a)["merkle_memory_bytes"]
     assert dx["merkle_root"] != root
 
     # Sessions: a starts them with b and c, b with c; c (enabled = false) only answers.

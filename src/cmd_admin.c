@@ -157,8 +157,8 @@ static void info_node(struct server *srv, struct buf *b)
         char hex[2 * MERKLE_DIGEST_LEN + 1];
         merkle_root(srv->tree, root);
         (void) sodium_bin2hex(hex, sizeof(hex), root, sizeof(root));
-        buf_printf(b, "merkle_root:%s\r\nmerkle_records:%llu\r\n", hex,
-                   (unsigned long long) merkle_count(srv->tree));
+        buf_printf(b, "merkle_root:%s\r\nmerkle_records:%llu\r\nmerkle_memory_bytes:%zu\r\n",
+                   hex, (unsigned long long) merkle_count(srv->tree), merkle_memory(srv->tree));
     }
     ae_info(srv->ae, b);
     purge_info(srv->purge, b);
