@@ -21,6 +21,7 @@
 #include "arborkv/buf.h"
 #include "arborkv/conn.h"
 #include "arborkv/glob.h"
+#include "arborkv/line.h"
 #include "arborkv/loop.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
@@ -332,19 +333,6 @@ void cmd_replicate(struct cmd_ctx *x)
     }
 }
 
-/* SYNC's port (protocol.md §3): one or more ASCII digits with a value in 0..=65535. */
-static int sync_port(const struct slice *s)
-{
-    uint32_t v = 0;
-    if (s->len == 0) return -1;
-    for (size_t i = 0; i < s->len; i++) {
-        if (s->p[i] < '0' || s->p[i] > '9') return -1;
-        v = v * 10 + (uint32_t) (s->p[i] - '0');
-        if (v > 65535) return -1;
-    }
-    return (int) v;
-}
-
 /*
  * SYNC host port [--full] [--verify] (mirror.h). The line protocol's grammar validated the
  * arguments already (line.c); RESP arguments get the same checks and messages here. The client
@@ -352,29 +340,14 @@ static int sync_port(const struct slice *s)
  */
 void cmd_sync(struct cmd_ctx *x)
 {
-    int port = sync_port(&x->argv[2]);
-    if (port < 0) {
-        reply_error(x, "Invalid port: must be an integer in 0..=65535");
+    int port;
+    bool full, verify;
+    const char *why;
+    const struct slice *bad;
+    if (line_sync_args(&x->argv[2], x->argc - 2, &port, &full, &verify, &why, &bad) < 0) {
+        int n = bad ? (int) (bad->len < 64 ? bad->len : 64) : 0;
+        reply_error(x, "%s%.*s", why, n, bad ? (const char *) bad->p : "");
         return;
-    }
-    bool full = false, verify = false;
-    for (size_t i = 3; i < x->argc; i++) {
-        const struct slice *t = &x->argv[i];
-        bool *flag = NULL;
-        if (t->len == 6 && memcmp(t->p, "--full", 6) == 0)
-            flag = &full;
-        else if (t->len == 8 && memcmp(t->p, "--verify", 8) == 0)
-            flag = &verify;
-        int n = (int) (t->len < 64 ? t->len : 64);
-        if (!flag) {
-            reply_error(x, "Unknown option: %.*s", n, (const char *) t->p);
-            return;
-        }
-        if (*flag) {
-            reply_error(x, "Duplicate option: %.*s", n, (const char *) t->p);
-            return;
-        }
-        *flag = true;
     }
     if (x->in_exec) {
         reply_error(x, "SYNC cannot run inside MULTI/EXEC");

@@ -197,17 +197,37 @@ static bool has_byte(const uint8_t *p, size_t len, uint8_t ch)
     return len > 0 && memchr(p, ch, len) != NULL;
 }
 
-/* SYNC's port: one or more ASCII digits with a value in 0..=65535. */
-static bool is_port(const uint8_t *p, size_t len)
+/* See line.h. The port is one or more ASCII digits with a value in 0..=65535. */
+int line_sync_args(const struct slice *args, size_t n, int *port, bool *full, bool *verify,
+                   const char **why, const struct slice **bad)
 {
-    if (len == 0) return false;
+    *bad = NULL;
+    *why = "Invalid port: must be an integer in 0..=65535";
     uint32_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (p[i] < '0' || p[i] > '9') return false;
-        v = v * 10 + (uint32_t) (p[i] - '0');
-        if (v > 65535) return false;
+    if (n == 0 || args[0].len == 0) return -EBADMSG;
+    for (size_t i = 0; i < args[0].len; i++) {
+        if (args[0].p[i] < '0' || args[0].p[i] > '9') return -EBADMSG;
+        v = v * 10 + (uint32_t) (args[0].p[i] - '0');
+        if (v > 65535) return -EBADMSG;
     }
-    return true;
+    *port = (int) v;
+    *full = *verify = false;
+    for (size_t i = 1; i < n; i++) {
+        const struct slice *t = &args[i];
+        bool *flag = NULL;
+        if (t->len == 6 && memcmp(t->p, "--full", 6) == 0)
+            flag = full;
+        else if (t->len == 8 && memcmp(t->p, "--verify", 8) == 0)
+            flag = verify;
+        if (!flag || *flag) {
+            *why = flag ? "Duplicate option: " : "Unknown option: ";
+            *bad = t;
+            return -EBADMSG;
+        }
+        *flag = true;
+    }
+    *why = NULL;
+    return 0;
 }
 
 static void push(struct line_cmd *c, const uint8_t *p, size_t len)
@@ -332,20 +352,12 @@ static int parse_sync(struct line_cmd *c, const uint8_t *rest, size_t rest_len)
     push_str(c, "SYNC");
     size_t n = push_tokens(c, rest, rest_len);
     if (n < 2) return fail(c, "SYNC requires <port> as the second argument");
-    if (!is_port(c->argv[2].p, c->argv[2].len))
-        return fail(c, "Invalid port: must be an integer in 0..=65535");
-    bool full = false, verify = false;
-    for (size_t i = 3; i < c->argc; i++) {
-        const struct slice *t = &c->argv[i];
-        bool *flag = NULL;
-        if (t->len == 6 && memcmp(t->p, "--full", 6) == 0)
-            flag = &full;
-        else if (t->len == 8 && memcmp(t->p, "--verify", 8) == 0)
-            flag = &verify;
-        if (!flag) return fail_with(c, "Unknown option: ", t->p, t->len);
-        if (*flag) return fail_with(c, "Duplicate option: ", t->p, t->len);
-        *flag = true;
-    }
+    int port;
+    bool full, verify;
+    const char *why;
+    const struct slice *bad;
+    if (line_sync_args(&c->argv[2], c->argc - 2, &port, &full, &verify, &why, &bad) < 0)
+        return bad ? fail_with(c, why, bad->p, bad->len) : fail(c, why);
     c->argc = 3;
     if (full) push_str(c, "--full");
     if (verify) push_str(c, "--verify");

@@ -1087,15 +1087,24 @@ static void track(struct store *st, const struct undo *u)
     st->undo[st->nundo++] = *u;
 }
 
-static int put(struct store *st, const struct store_rec *rec, uint64_t *supersede_ts)
+/*
+ * Checks the caller holds a healthy open transaction, the contract of every write (a failed one
+ * was logged already and will be rolled back). Returns 0 or -EIO.
+ */
+static int writable(struct store *st, const char *op)
 {
     release_pending(st);
     assert(st->in_txn); /* caller contract: writes happen inside store_begin/store_commit */
     if (!st->in_txn) {
-        log_error("store: put: no open transaction");
+        log_error("store: %s: no open transaction", op);
         return -EIO;
     }
-    if (st->txn_failed) return -EIO; /* already logged; the transaction will be rolled back */
+    return st->txn_failed ? -EIO : 0;
+}
+
+static int put(struct store *st, const struct store_rec *rec, uint64_t *supersede_ts)
+{
+    if (writable(st, "put") < 0) return -EIO;
 
     sqlite3_stmt *s = st->stmt[STMT_PROBE];
     int rc = bind_bytes(s, 1, rec->key, rec->key_len);
@@ -1175,20 +1184,24 @@ static int poison(struct store *st, sqlite3_stmt *s, const char *op)
     return -EIO;
 }
 
+/* run() for a statement of the open transaction, whose parameters are bound: a failure poisons
+ * the transaction. */
+static int run_write(struct store *st, enum stmt_id id)
+{
+    int rc = run(st, id);
+    if (rc < 0) st->txn_failed = true;
+    return rc;
+}
+
 /* Raises the purge horizon to ts (never lowers it), in the open transaction. */
 static int raise_horizon(struct store *st, uint64_t ts)
 {
     if (ts <= st->horizon) return 0;
     sqlite3_stmt *s = st->stmt[STMT_HORIZON_SET];
-    int rc = sqlite3_bind_int64(s, 1, (sqlite3_int64) ts);
-    if (rc == SQLITE_OK) rc = sqlite3_step(s);
-    if (rc != SQLITE_DONE) return poison(st, s, "purge");
-    if (finish(st, s, "purge") < 0) {
-        st->txn_failed = true;
-        return -EIO;
-    }
-    st->horizon = ts;
-    return 0;
+    if (sqlite3_bind_int64(s, 1, (sqlite3_int64) ts) != SQLITE_OK) return poison(st, s, "purge");
+    int rc = run_write(st, STMT_HORIZON_SET);
+    if (rc == 0) st->horizon = ts;
+    return rc;
 }
 
 /* Deletes the row of old->key, whose stored contents old describes, and takes its digest out
@@ -1196,13 +1209,9 @@ static int raise_horizon(struct store *st, uint64_t ts)
 static int delete_rec(struct store *st, const struct store_rec *old)
 {
     sqlite3_stmt *s = st->stmt[STMT_DELETE];
-    int rc = bind_bytes(s, 1, old->key, old->key_len);
-    if (rc == SQLITE_OK) rc = sqlite3_step(s);
-    if (rc != SQLITE_DONE) return poison(st, s, "purge");
-    if (finish(st, s, "purge") < 0) {
-        st->txn_failed = true;
-        return -EIO;
-    }
+    if (bind_bytes(s, 1, old->key, old->key_len) != SQLITE_OK) return poison(st, s, "purge");
+    int rc = run_write(st, STMT_DELETE);
+    if (rc < 0) return rc;
     if (!old->tombstone) st->live_count--;
     if (st->tree) {
         struct undo u = { .khash = merkle_key_hash(old->key, old->key_len), .has_old = true };
@@ -1211,17 +1220,6 @@ static int delete_rec(struct store *st, const struct store_rec *old)
         track(st, &u);
     }
     return raise_horizon(st, old->ts);
-}
-
-/* Checks the caller holds a healthy open transaction (the contract of every write). */
-static int writable(struct store *st, const char *op)
-{
-    release_pending(st);
-    if (!st->in_txn) {
-        log_error("store: %s: no open transaction", op);
-        return -EIO;
-    }
-    return st->txn_failed ? -EIO : 0;
 }
 
 int store_purge(struct store *st, uint64_t before, size_t limit, uint64_t *purged)

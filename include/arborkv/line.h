@@ -84,4 +84,13 @@ void line_cmd_clear(struct line_cmd *c);
  */
 int line_parse(struct line_cmd *c, const uint8_t *line, size_t len);
 
+/*
+ * SYNC's arguments after the host (protocol.md §3): args[0] the port (ASCII digits, 0..=65535),
+ * then --full and --verify, each at most once. Shared by the line grammar and the RESP form of
+ * the command. Returns 0 with *port, *full and *verify set; or -EBADMSG with *why the error
+ * message and *bad the token to append to it (NULL when why is the whole message).
+ */
+int line_sync_args(const struct slice *args, size_t n, int *port, bool *full, bool *verify,
+                   const char **why, const struct slice **bad);
+
 #endif
