@@ -19,19 +19,17 @@ int lww_cmp(const struct store_rec *a, const struct store_rec *b)
     return 0;
 }
 
+/* store_put_if's condition for lww_apply; arg is the store. */
+static int beats_stored(void *arg, const struct store_rec *cur, const struct store_rec *in)
+{
+    if (!cur) /* its key may have had a newer tombstone, purged since */
+        return in->ts <= store_purge_horizon(arg) ? LWW_PURGED : 0;
+    int c = lww_cmp(in, cur);
+    return c > 0 ? 0 : c == 0 ? LWW_SAME : LWW_OLDER;
+}
+
 int lww_apply(struct store *st, const struct store_rec *in)
 {
-    struct store_rec cur;
-    int rc = store_get_rec(st, in->key, in->key_len, &cur);
-    if (rc < 0) return rc;
-    if (rc == 1) {
-        int c = lww_cmp(in, &cur);
-        if (c == 0) return LWW_SAME;
-        if (c < 0) return LWW_OLDER;
-    } else if (in->ts <= store_purge_horizon(st)) {
-        return LWW_PURGED; /* its key may have had a newer tombstone, purged since */
-    }
-    rc = store_begin(st);
-    if (rc == 0) rc = store_put(st, in);
-    return rc < 0 ? rc : LWW_APPLIED;
+    int rc = store_put_if(st, in, beats_stored, st);
+    return rc == 0 ? LWW_APPLIED : rc;
 }

@@ -1108,31 +1108,45 @@ static int writable(struct store *st, const char *op)
     return st->txn_failed ? -EIO : 0;
 }
 
-static int put(struct store *st, const struct store_rec *rec, uint64_t *supersede_ts)
+/*
+ * Writes rec. supersede_ts: store_put_local's ts rule. cond: store_put_if's condition; with one,
+ * the transaction is opened only when the write goes ahead (the probe reads outside it: no other
+ * connection writes the table).
+ */
+static int put(struct store *st, const struct store_rec *rec, uint64_t *supersede_ts,
+               store_cond_fn *cond, void *arg)
 {
-    if (writable(st, "put") < 0) return -EIO;
+    if (cond) {
+        release_pending(st);
+        if (st->in_txn && st->txn_failed) return -EIO;
+    } else if (writable(st, "put") < 0) {
+        return -EIO;
+    }
 
     sqlite3_stmt *s = st->stmt[STMT_PROBE];
     int rc = bind_bytes(s, 1, rec->key, rec->key_len);
     if (rc == SQLITE_OK) rc = sqlite3_step(s);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) goto fail;
     bool existed = rc == SQLITE_ROW;
-    bool was_live = existed && sqlite3_column_int64(s, 0) == 0;
-    uint64_t ts = rec->ts, old_ts = existed ? (uint64_t) sqlite3_column_int64(s, 1) : 0;
-    if (supersede_ts && existed && ts <= old_ts && old_ts != UINT64_MAX) ts = old_ts + 1;
+    struct store_rec old = { .key = rec->key, .key_len = rec->key_len };
+    if (existed) fill_rec(s, 0, true, &old); /* columns tombstone, ts, op_id, value */
+    if (cond) {
+        int c = cond(arg, existed ? &old : NULL, rec);
+        if (c != 0) return finish(st, s, "put") < 0 ? -EIO : c; /* outside a txn: no poison */
+    }
+    bool was_live = existed && !old.tombstone;
+    uint64_t ts = rec->ts;
+    if (supersede_ts && existed && ts <= old.ts && old.ts != UINT64_MAX) ts = old.ts + 1;
     struct undo u = { .has_old = existed, .has_new = true };
     if (st->tree) {
         u.khash = merkle_key_hash(rec->key, rec->key_len);
-        if (existed) {
-            struct store_rec old = { .key = rec->key, .key_len = rec->key_len };
-            fill_rec(s, 0, true, &old); /* columns tombstone, ts, op_id, value */
-            merkle_record_digest(&old, u.old);
-        }
+        if (existed) merkle_record_digest(&old, u.old);
         struct store_rec now = *rec;
         now.ts = ts;
         merkle_record_digest(&now, u.new_digest);
     }
     if (finish(st, s, "put") < 0) goto poisoned;
+    if (!st->in_txn && store_begin(st) < 0) return -EIO; /* cond only; nothing written yet */
 
     s = st->stmt[existed ? STMT_UPDATE : STMT_INSERT];
     rc = bind_bytes(s, 1, rec->key, rec->key_len);
@@ -1169,13 +1183,18 @@ poisoned:
 
 int store_put(struct store *st, const struct store_rec *rec)
 {
-    return put(st, rec, NULL);
+    return put(st, rec, NULL, NULL, NULL);
+}
+
+int store_put_if(struct store *st, const struct store_rec *rec, store_cond_fn *cond, void *arg)
+{
+    return put(st, rec, NULL, cond, arg);
 }
 
 int store_put_local(struct store *st, struct store_rec *rec)
 {
     uint64_t ts = rec->ts;
-    int rc = put(st, rec, &ts);
+    int rc = put(st, rec, &ts, NULL, NULL);
     if (rc == 0) rec->ts = ts;
     return rc;
 }

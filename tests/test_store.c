@@ -1260,6 +1260,76 @@ TEST(lww_apply_refuses_what_a_purged_tombstone_may_have_beaten)
     rm_tmp();
 }
 
+/* store_put_if's condition for the test: records what it was shown, answers *arg. */
+struct cond_probe {
+    int answer;
+    int calls;
+    bool saw_rec;
+    uint64_t saw_ts;
+};
+
+static int probe_cond(void *arg, const struct store_rec *cur, const struct store_rec *rec)
+{
+    struct cond_probe *p = arg;
+    (void) rec;
+    p->calls++;
+    p->saw_rec = cur != NULL;
+    p->saw_ts = cur ? cur->ts : 0;
+    return p->answer;
+}
+
+TEST(put_if_writes_only_when_the_condition_agrees)
+{
+    make_tmp();
+    struct store *st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    struct merkle *m = NULL;
+    ASSERT_OK(merkle_new(&m, 16, 2));
+    ASSERT_OK(store_attach_tree(st, m));
+    uint8_t empty[MERKLE_DIGEST_LEN], root[MERKLE_DIGEST_LEN];
+    merkle_root(m, empty);
+    struct store_rec rec = { .key = (const uint8_t *) "k", .key_len = 1,
+                             .value = (const uint8_t *) "v1", .value_len = 2, .ts = 10 };
+    fill_op_id(rec.op_id, 10);
+
+    /* Refused: nothing written, no transaction opened, the tree untouched. */
+    struct cond_probe p = { .answer = 7 };
+    ASSERT_EQ(store_put_if(st, &rec, probe_cond, &p), 7);
+    ASSERT_EQ(p.calls, 1);
+    ASSERT(!p.saw_rec);
+    ASSERT(!store_in_txn(st));
+    ASSERT(!has_rec(st, "k"));
+    merkle_root(m, root);
+    ASSERT_MEM_EQ(root, empty, MERKLE_DIGEST_LEN);
+
+    /* Agreed: written in a transaction it opens. */
+    p.answer = 0;
+    ASSERT_EQ(store_put_if(st, &rec, probe_cond, &p), 0);
+    ASSERT(store_in_txn(st));
+    ASSERT_OK(store_commit(st));
+    expect(st, "k", "v1");
+    ASSERT_U64_EQ(store_live_count(st), 1);
+
+    /* The condition sees the stored record. */
+    rec.value = (const uint8_t *) "v2";
+    rec.ts = 20;
+    p.answer = 3;
+    ASSERT_EQ(store_put_if(st, &rec, probe_cond, &p), 3);
+    ASSERT(p.saw_rec);
+    ASSERT_U64_EQ(p.saw_ts, 10);
+    expect(st, "k", "v1");
+    p.answer = 0;
+    ASSERT_OK(store_begin(st)); /* inside the caller's transaction: joins it */
+    ASSERT_EQ(store_put_if(st, &rec, probe_cond, &p), 0);
+    store_rollback(st);
+    expect(st, "k", "v1");
+    bool tomb = true;
+    ASSERT_U64_EQ(rec_ts(st, "k", &tomb), 10);
+    ASSERT_U64_EQ(store_live_count(st), 1);
+    store_close(st);
+    merkle_free(m);
+    rm_tmp();
+}
+
 TEST(close_is_null_safe)
 {
     store_close(NULL);
@@ -1274,6 +1344,7 @@ TEST_LIST{
     TEST_ENTRY(purge_deletes_only_expired_tombstones_and_keeps_the_tree_in_step),
     TEST_ENTRY(drop_deletes_only_the_exact_version),
     TEST_ENTRY(lww_apply_refuses_what_a_purged_tombstone_may_have_beaten),
+    TEST_ENTRY(put_if_writes_only_when_the_condition_agrees),
     TEST_ENTRY(put_get_sqlite),
     TEST_ENTRY(tombstone_and_live_count),
     TEST_ENTRY(empty_value_is_not_a_tombstone),

@@ -96,6 +96,17 @@ int store_get_rec(struct store *st, const uint8_t *key, size_t key_len, struct s
  */
 int store_put(struct store *st, const struct store_rec *rec);
 
+/* Condition of store_put_if: cur is the stored record for rec's key ([borrow], NULL when there
+ * is none). Returns 0 to write rec, or a positive value to leave the key as it is. */
+typedef int store_cond_fn(void *arg, const struct store_rec *cur, const struct store_rec *rec);
+
+/*
+ * store_put unless cond says no, with one lookup of the key for both (the write that follows
+ * finds its pages in the cache). Opens a transaction, if none is open, only when it writes.
+ * Returns 0 when written, cond's positive value when not, or -EIO.
+ */
+int store_put_if(struct store *st, const struct store_rec *rec, store_cond_fn *cond, void *arg);
+
 /*
  * store_put for a new local write: the record is written with ts raised, if needed, to one more
  * than the ts of the record it replaces, and rec->ts is updated to the ts written. So a write
