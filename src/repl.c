@@ -57,7 +57,11 @@ struct repl {
     size_t body_n;    /* events in body */
     struct buf *msgs; /* finished messages of this turn (payloads) */
     uint32_t *msg_n;  /* events per finished message */
+    uint64_t *msg_id; /* their outbox ids once stored (0: not stored, the outbox was full) */
     size_t nmsgs, msgs_cap;
+    /* After a commit, until the next turn records: msgs[0..nfresh) are committed outbox rows
+     * msg_id[..], which repl_pump publishes from memory instead of reading them back. */
+    size_t nfresh, fresh_next;
     uint64_t turn_events; /* events recorded this turn */
     uint64_t turn_added;  /* events stored in the outbox this turn (before commit) */
     uint64_t turn_rows;   /* outbox rows added this turn (before commit) */
@@ -197,6 +201,7 @@ static void finish_message(struct repl *r)
         r->msgs_cap = r->msgs_cap ? r->msgs_cap * 2 : 4;
         r->msgs = xrealloc(r->msgs, r->msgs_cap * sizeof(*r->msgs));
         r->msg_n = xrealloc(r->msg_n, r->msgs_cap * sizeof(*r->msg_n));
+        r->msg_id = xrealloc(r->msg_id, r->msgs_cap * sizeof(*r->msg_id));
         for (size_t i = r->nmsgs; i < r->msgs_cap; i++)
             buf_init(&r->msgs[i]);
     }
@@ -212,6 +217,7 @@ static void finish_message(struct repl *r)
 void repl_record(struct repl *r, enum codec_op op, const struct store_rec *rec)
 {
     if (!r || !r->recording) return;
+    r->nfresh = 0; /* msgs[] is this turn's again */
     struct codec_event ev = {
         .op = op,
         .key = rec->key,
@@ -252,6 +258,7 @@ int repl_before_commit(struct repl *r)
         if (rc < 0) return rc;
     }
     for (size_t i = 0; i < r->nmsgs; i++) {
+        r->msg_id[i] = 0;
         if (r->outbox_events + r->turn_added + r->msg_n[i] > r->o.outbox_max_events) {
             static uint64_t last_log;
             r->stats.dropped += r->msg_n[i];
@@ -261,8 +268,8 @@ int repl_before_commit(struct repl *r)
                          (unsigned long long) r->outbox_events);
             continue;
         }
-        uint64_t id;
-        int rc = store_outbox_add(r->srv->store, r->msgs[i].data, r->msgs[i].len, r->msg_n[i], &id);
+        int rc = store_outbox_add(r->srv->store, r->msgs[i].data, r->msgs[i].len, r->msg_n[i],
+                                  &r->msg_id[i]);
         if (rc < 0) return rc;
         r->turn_added += r->msg_n[i];
         r->turn_rows++;
@@ -284,6 +291,8 @@ void repl_after_commit(struct repl *r, bool committed)
         }
     } /* else the rows were rolled back with the writes they describe; deletes are retried */
     r->acked_in_turn = 0;
+    r->nfresh = committed ? r->nmsgs : 0;
+    r->fresh_next = 0;
     forget_turn(r);
 }
 
@@ -303,13 +312,24 @@ void repl_pump(struct repl *r)
         uint32_t nev;
         const uint8_t *p;
         size_t len;
-        int rc = store_outbox_next(r->srv->store, r->last_sent, &id, &nev, &p, &len);
-        if (rc <= 0) break;
+        while (r->fresh_next < r->nfresh && r->msg_id[r->fresh_next] <= r->last_sent)
+            r->fresh_next++; /* not stored, or published already */
+        /* A fresh row with id last_sent + 1 is the next row: no id lies in between. */
+        size_t k = r->fresh_next;
+        if (k < r->nfresh && r->msg_id[k] == r->last_sent + 1) {
+            id = r->msg_id[k];
+            nev = r->msg_n[k];
+            p = r->msgs[k].data;
+            len = r->msgs[k].len;
+            r->fresh_next++;
+        } else if (store_outbox_next(r->srv->store, r->last_sent, &id, &nev, &p, &len) <= 0) {
+            break;
+        }
         if (is_acked(r, id)) { /* acknowledged, delete pending: not again */
             r->last_sent = id;
             continue;
         }
-        rc = mqtt_publish(r->mqtt, r->events_topic, p, len, 1, false, id);
+        int rc = mqtt_publish(r->mqtt, r->events_topic, p, len, 1, false, id);
         if (rc < 0) break; /* not connected any more, or paho's queue refuses: retry later */
         r->inflight[r->ninflight++] = (struct inflight){ id, nev };
         r->last_sent = id;
@@ -524,6 +544,7 @@ void repl_free(struct repl *r, int timeout_ms)
         buf_clear(&r->msgs[i]);
     free(r->msgs);
     free(r->msg_n);
+    free(r->msg_id);
     for (size_t i = 0; i < r->npeers; i++)
         free(r->peers[i].name);
     free(r->peers);
