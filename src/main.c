@@ -58,6 +58,7 @@ static void before_sleep(struct loop *l, void *arg)
 {
     struct server *srv = arg;
     conn_before_sleep(srv);
+    store_end_read(srv->store); /* the turn's read transaction, if no write ended it */
     store_maintain(srv->store); /* after the turn's replies and publishes are out */
     if (srv->stopping) {
         conn_stop_listening(srv);

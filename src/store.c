@@ -262,6 +262,7 @@ struct store {
     sqlite3_stmt *pending;          /* un-reset statement backing [borrow] pointers, or NULL */
     enum store_engine engine;       /* STORE_ENGINE_SQLITE or STORE_ENGINE_MEMORY */
     bool in_txn;                    /* store_begin() ran and no commit/rollback since */
+    bool read_open;                 /* a read opened a transaction (store_end_read ends it) */
     bool txn_failed;                /* a write failed in the open transaction: roll back */
     bool in_scan;                   /* store_scan is calling back (re-entry is a bug) */
     uint64_t live_count;            /* rows with tombstone = 0, this connection's view */
@@ -314,6 +315,22 @@ static void release_pending(struct store *st)
      * would be a SQLite bug, still logged rather than ignored. */
     if (sqlite3_reset(s) != SQLITE_OK) log_error("store: reset: %s", sqlite3_errmsg(st->db));
     (void) sqlite3_clear_bindings(s); /* always SQLITE_OK */
+}
+
+static int run(struct store *st, enum stmt_id id);
+
+/*
+ * Start of a read: the reads of a loop turn share one transaction, opened by the first and
+ * ended by store_end_read (or continued by store_begin and ended by the commit). In autocommit
+ * mode every read took and dropped SQLite's shared lock, two fcntl calls per GET: 89% of the
+ * syscall time under GET -P 16 (docs/benchmarks.md). If BEGIN fails (logged), reads go on in
+ * autocommit mode.
+ */
+static void reading(struct store *st)
+{
+    release_pending(st);
+    if (st->in_txn || st->read_open) return;
+    if (run(st, STMT_BEGIN) == 0) st->read_open = true;
 }
 
 /* Resets s after a completed (or abandoned) use. Returns 0, or -EIO (logged) on failure. */
@@ -778,7 +795,7 @@ static int ckpt_start(struct store *st, const char *path, enum store_durability 
 
 void store_maintain(struct store *st)
 {
-    if (!st || !st->ckpt || st->in_txn) return;
+    if (!st || !st->ckpt || st->in_txn || st->read_open) return;
     if (!atomic_exchange(&st->ckpt->tail_ready, false)) return;
     release_pending(st); /* its read snapshot would hold the last frames back */
     int nlog = 0, ndone = 0;
@@ -951,7 +968,7 @@ void store_close(struct store *st)
     ckpt_free(st->ckpt); /* first: the loop's connection closes last, removing WAL and -shm */
     st->ckpt = NULL;
     if (st->db) {
-        release_pending(st);
+        store_end_read(st);
         store_rollback(st);
         for (int i = 0; i < STMT_COUNT; i++) {
             /* Every statement was reset after use, so finalize has no error to repeat. */
@@ -984,8 +1001,9 @@ int store_begin(struct store *st)
 {
     release_pending(st);
     if (st->in_txn) return 0;
-    int rc = run(st, STMT_BEGIN);
+    int rc = st->read_open ? 0 : run(st, STMT_BEGIN); /* the turn's reads began it already */
     if (rc < 0) return rc;
+    st->read_open = false;
     st->in_txn = true;
     st->txn_failed = false;
     st->live_count_at_begin = st->live_count;
@@ -1041,12 +1059,21 @@ bool store_in_txn(const struct store *st)
     return st->in_txn;
 }
 
+void store_end_read(struct store *st)
+{
+    if (!st || !st->read_open) return;
+    release_pending(st);
+    st->read_open = false;
+    if (sqlite3_get_autocommit(st->db)) return; /* ended by SQLite (an error rolled it back) */
+    (void) run(st, STMT_COMMIT); /* logs on failure; nothing was written */
+}
+
 /* ---- reads --------------------------------------------------------------------------------- */
 
 int store_get(struct store *st, const uint8_t *key, size_t key_len, const uint8_t **value,
               size_t *value_len)
 {
-    release_pending(st);
+    reading(st);
     sqlite3_stmt *s = st->stmt[STMT_GET];
     if (bind_bytes(s, 1, key, key_len) != SQLITE_OK) return sql_fail(st, s, "get");
     int rc = sqlite3_step(s);
@@ -1061,7 +1088,7 @@ int store_get(struct store *st, const uint8_t *key, size_t key_len, const uint8_
 
 int store_get_rec(struct store *st, const uint8_t *key, size_t key_len, struct store_rec *rec)
 {
-    release_pending(st);
+    reading(st);
     sqlite3_stmt *s = st->stmt[STMT_GET_REC];
     if (bind_bytes(s, 1, key, key_len) != SQLITE_OK) return sql_fail(st, s, "get_rec");
     int rc = sqlite3_step(s);
@@ -1117,7 +1144,7 @@ static int put(struct store *st, const struct store_rec *rec, uint64_t *supersed
                store_cond_fn *cond, void *arg)
 {
     if (cond) {
-        release_pending(st);
+        reading(st);
         if (st->in_txn && st->txn_failed) return -EIO;
     } else if (writable(st, "put") < 0) {
         return -EIO;
@@ -1361,7 +1388,7 @@ static bool prefix_successor(const uint8_t *prefix, size_t len, struct buf *out)
 int store_scan(struct store *st, const uint8_t *prefix, size_t prefix_len, const uint8_t *after,
                size_t after_len, unsigned flags, store_scan_fn *fn, void *arg)
 {
-    release_pending(st);
+    reading(st);
     bool keys_only = flags & STORE_SCAN_KEYS_ONLY;
     bool live = flags & STORE_SCAN_LIVE;
 
@@ -1452,7 +1479,7 @@ int store_outbox_delete(struct store *st, uint64_t id)
 int store_outbox_next(struct store *st, uint64_t after, uint64_t *id, uint32_t *nevents,
                       const uint8_t **payload, size_t *len)
 {
-    release_pending(st);
+    reading(st);
     sqlite3_stmt *s = st->stmt[STMT_OUTBOX_NEXT];
     if (sqlite3_bind_int64(s, 1, (sqlite3_int64) after) != SQLITE_OK)
         return sql_fail(st, s, "outbox read");

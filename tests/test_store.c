@@ -1330,6 +1330,35 @@ TEST(put_if_writes_only_when_the_condition_agrees)
     rm_tmp();
 }
 
+/* Reads share a transaction until store_end_read, a write joins it, and close ends it. */
+TEST(reads_share_a_transaction_that_a_write_continues)
+{
+    make_tmp();
+    struct store *st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    put(st, "k", "v1", 10);
+    ASSERT_OK(store_commit(st));
+    expect(st, "k", "v1"); /* opens the read transaction */
+    ASSERT(!store_in_txn(st));
+    put(st, "k", "v2", 20); /* store_begin continues it as the write transaction */
+    ASSERT(store_in_txn(st));
+    ASSERT_OK(store_commit(st));
+    expect(st, "k", "v2");
+    store_end_read(st);
+    store_end_read(st); /* nothing open: no-op */
+    expect(st, "k", "v2");
+    put(st, "j", "w", 30);
+    store_rollback(st);
+    expect(st, "j", NULL);
+    expect(st, "k", "v2");
+    store_close(st); /* with the read transaction still open */
+    st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    expect(st, "k", "v2");
+    expect(st, "j", NULL);
+    store_end_read(NULL);
+    store_close(st);
+    rm_tmp();
+}
+
 TEST(close_is_null_safe)
 {
     store_close(NULL);
@@ -1345,6 +1374,7 @@ TEST_LIST{
     TEST_ENTRY(drop_deletes_only_the_exact_version),
     TEST_ENTRY(lww_apply_refuses_what_a_purged_tombstone_may_have_beaten),
     TEST_ENTRY(put_if_writes_only_when_the_condition_agrees),
+    TEST_ENTRY(reads_share_a_transaction_that_a_write_continues),
     TEST_ENTRY(put_get_sqlite),
     TEST_ENTRY(tombstone_and_live_count),
     TEST_ENTRY(empty_value_is_not_a_tombstone),

@@ -77,6 +77,15 @@ void store_rollback(struct store *st);
 bool store_in_txn(const struct store *st);
 
 /*
+ * The reads of a loop turn (store_get, store_get_rec, store_scan, store_outbox_next, the probe of
+ * store_put_if) share one SQLite read transaction, which the first of them opens and which
+ * store_begin turns into the write transaction. store_end_read ends it when no write did:
+ * the loop calls it once per turn, before store_maintain (and before sleeping, so the reads of
+ * the next turn see everything). NULL-safe; no-op when none is open.
+ */
+void store_end_read(struct store *st);
+
+/*
  * Looks up the live value of key. Returns 1 with *value and *value_len set ([borrow], valid until
  * the next call into the store), 0 when absent or a tombstone, -EIO on failure.
  */
