@@ -1137,8 +1137,9 @@ static int writable(struct store *st, const char *op)
 
 /*
  * Writes rec. supersede_ts: store_put_local's ts rule. cond: store_put_if's condition; with one,
- * the transaction is opened only when the write goes ahead (the probe reads outside it: no other
- * connection writes the table).
+ * the probe runs in the turn's read transaction (reading), which store_begin continues as the
+ * write transaction only when the write goes ahead (no other connection writes the table, so
+ * what the probe saw is still current).
  */
 static int put(struct store *st, const struct store_rec *rec, uint64_t *supersede_ts,
                store_cond_fn *cond, void *arg)
@@ -1159,7 +1160,7 @@ static int put(struct store *st, const struct store_rec *rec, uint64_t *supersed
     if (existed) fill_rec(s, 0, true, &old); /* columns tombstone, ts, op_id, value */
     if (cond) {
         int c = cond(arg, existed ? &old : NULL, rec);
-        if (c != 0) return finish(st, s, "put") < 0 ? -EIO : c; /* outside a txn: no poison */
+        if (c != 0) return finish(st, s, "put") < 0 ? -EIO : c; /* nothing written: no poison */
     }
     bool was_live = existed && !old.tombstone;
     uint64_t ts = rec->ts;
