@@ -10,11 +10,13 @@
 #ifndef ARBORKV_TEST_HARNESS_H
 #define ARBORKV_TEST_HARNESS_H
 
+#include <ftw.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -59,6 +61,30 @@
             ASSERT_FAIL_("%s == \"%s\" failed: got \"%.*s\"", #ptr, (lit), (int) (len), \
                          (const char *) (ptr));                                         \
     } while (0)
+
+/* Temporary directories of the cases that need files: test_make_tmp fills root (at least 64
+ * bytes) with a new /tmp/arborkv-<tag>-XXXXXX directory; test_rm_tmp removes it and everything
+ * under it, making directories a case left unwritable writable again first. */
+static inline void test_make_tmp(char *root, size_t n, const char *tag)
+{
+    snprintf(root, n, "/tmp/arborkv-%s-XXXXXX", tag);
+    ASSERT(mkdtemp(root) != NULL);
+}
+
+static inline int test_rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void) sb;
+    (void) flag;
+    (void) ftw;
+    (void) chmod(path, 0700);
+    return remove(path) == 0 ? 0 : -1;
+}
+
+static inline void test_rm_tmp(const char *root)
+{
+    (void) chmod(root, 0700);
+    ASSERT_OK(nftw(root, test_rm_one, 16, FTW_DEPTH | FTW_PHYS));
+}
 
 #define TEST(name) static void test_##name(void)
 

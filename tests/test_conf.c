@@ -8,7 +8,6 @@
 #include "arborkv/conf.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,21 +24,12 @@ static char tmp_root[64];
 
 static void make_tmp(void)
 {
-    snprintf(tmp_root, sizeof(tmp_root), "/tmp/arborkv-conf-XXXXXX");
-    ASSERT(mkdtemp(tmp_root) != NULL);
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void) sb;
-    (void) flag;
-    (void) ftw;
-    return remove(path) == 0 ? 0 : -1;
+    test_make_tmp(tmp_root, sizeof(tmp_root), "conf");
 }
 
 static void rm_tmp(void)
 {
-    ASSERT_OK(nftw(tmp_root, rm_one, 16, FTW_DEPTH | FTW_PHYS));
+    test_rm_tmp(tmp_root);
 }
 
 /* Returns a path under the test's temporary directory (static buffer, one of four). */

@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <sys/stat.h>
 
 #include <sqlite3.h>
@@ -26,23 +25,12 @@ static char tmp_root[64];
 
 static void make_tmp(void)
 {
-    snprintf(tmp_root, sizeof(tmp_root), "/tmp/arborkv-store-XXXXXX");
-    ASSERT(mkdtemp(tmp_root) != NULL);
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void) sb;
-    (void) flag;
-    (void) ftw;
-    (void) chmod(path, 0700); /* directories made unwritable by a test */
-    return remove(path) == 0 ? 0 : -1;
+    test_make_tmp(tmp_root, sizeof(tmp_root), "store");
 }
 
 static void rm_tmp(void)
 {
-    (void) chmod(tmp_root, 0700);
-    ASSERT_OK(nftw(tmp_root, rm_one, 16, FTW_DEPTH | FTW_PHYS));
+    test_rm_tmp(tmp_root);
 }
 
 /* Returns a path under the test's temporary directory (static buffer, one of four). */

@@ -7,7 +7,6 @@
  */
 #include "arborkv/walvfs.h"
 
-#include <ftw.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -24,23 +23,14 @@ static char db_path[128], wal_path[128];
 
 static void make_tmp(void)
 {
-    snprintf(tmp_root, sizeof(tmp_root), "/tmp/arborkv-walvfs-XXXXXX");
-    ASSERT(mkdtemp(tmp_root) != NULL);
+    test_make_tmp(tmp_root, sizeof(tmp_root), "walvfs");
     snprintf(db_path, sizeof(db_path), "%s/t.db", tmp_root);
     snprintf(wal_path, sizeof(wal_path), "%s/t.db-wal", tmp_root);
 }
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void) sb;
-    (void) flag;
-    (void) ftw;
-    return remove(path) == 0 ? 0 : -1;
-}
-
 static void rm_tmp(void)
 {
-    ASSERT_OK(nftw(tmp_root, rm_one, 16, FTW_DEPTH | FTW_PHYS));
+    test_rm_tmp(tmp_root);
 }
 
 static void exec_ok(sqlite3 *db, const char *sql)
