@@ -31,6 +31,11 @@
 #define AE_MAGIC1    'E'
 #define AE_VERSION   1
 #define AE_MAX_PEERS 64 /* sessions started per round at most */
+/* After the link (re)connects: the outbox drains first, then a round with every peer. */
+#define AE_LINK_UP_DELAY_US 1000000ULL
+/* A catch-up round with a failed session is tried again (after AE_LINK_UP_DELAY_US) this many
+ * times: right after a broker restart peers are still reconnecting and miss requests. */
+#define AE_CATCHUP_TRIES 20
 
 enum ae_type { T_NODES_REQ = 1, T_NODES = 2, T_RECS_REQ = 3, T_RECS = 4, T_DROP = 5 };
 enum { F_MORE = 1, F_PUSH = 2 };
@@ -44,6 +49,7 @@ struct session {
     uint64_t timer;       /* step timeout */
     uint64_t started_us;  /* loop_now_us() at start */
     uint64_t applied;     /* records that won LWW here */
+    bool catchup;         /* part of the round that follows a connect */
 };
 
 struct ae {
@@ -51,10 +57,13 @@ struct ae {
     struct repl *repl;
     struct ae_opts o;
     uint64_t round_timer;
+    uint64_t link_up_timer; /* the round that follows a connect */
+    int catchup_tries;      /* catch-up rounds left; 0: none wanted */
+    bool catchup_failed;    /* a session of the current catch-up round failed */
     struct session *sessions;
-    struct buf out;  /* message being built */
-    struct buf page; /* records of a page */
-    struct buf held; /* messages waiting for the open transaction's commit */
+    struct buf out;   /* message being built */
+    struct buf page;  /* records of a page */
+    struct buf held;  /* messages waiting for the open transaction's commit */
     struct buf drops; /* records refused as purged (T_DROP body being built) */
     struct {
         uint64_t started, completed, failed, records_sent, records_received, records_applied,
@@ -119,7 +128,7 @@ static void put_rec(struct buf *b, const struct store_rec *r)
     if (!r->tombstone) buf_append(b, r->value, r->value_len);
 }
 
-/* Publishes a->out to the peer's ae topic. Returns 0 or <0 (not connected). */
+/* Publishes a->out to the peer's ae topic. Returns 0, -ENOTCONN, or -EIO (refused). */
 static int send_to(struct ae *a, const char *peer)
 {
     char suffix[300];
@@ -485,7 +494,13 @@ void ae_recs_req(uint64_t sid, const char *from, const uint32_t *leaves, uint32_
 
 /* ---- sessions (initiator) ------------------------------------------------------------------ */
 
+static const char *send_error(int rc)
+{
+    return rc == -ENOTCONN ? "broker not connected" : "publish refused (see the mqtt warnings)";
+}
+
 static void session_step_timeout(struct loop *l, void *arg);
+static void catchup_session_ended(struct ae *a);
 
 static void session_end(struct session *s, bool ok, const char *why)
 {
@@ -504,6 +519,8 @@ static void session_end(struct session *s, bool ok, const char *why)
                  why);
     }
     a->stats.digests_received += s->w.digests;
+    if (s->catchup && !ok) a->catchup_failed = true;
+    bool catchup = s->catchup;
     if (s->timer) loop_cancel_timer(a->srv->loop, s->timer);
     for (struct session **pp = &a->sessions; *pp; pp = &(*pp)->next)
         if (*pp == s) {
@@ -513,6 +530,7 @@ static void session_end(struct session *s, bool ok, const char *why)
     free(s->peer);
     ae_walk_clear(&s->w);
     free(s);
+    if (catchup) catchup_session_ended(a);
 }
 
 static void arm(struct session *s)
@@ -535,8 +553,9 @@ static void send_nodes_req(struct session *s)
 {
     struct ae *a = s->ae;
     ae_walk_nodes_req(&s->w, s->sid, a->srv->node_id, &a->out);
-    if (send_to(a, s->peer) < 0) {
-        session_end(s, false, "broker not connected");
+    int rc = send_to(a, s->peer);
+    if (rc < 0) {
+        session_end(s, false, send_error(rc));
         return;
     }
     arm(s);
@@ -548,8 +567,9 @@ static void send_pull(struct session *s, const uint8_t *after, size_t after_len,
     struct ae *a = s->ae;
     ae_recs_req(s->sid, a->srv->node_id, s->w.cur + s->w.chunk, (uint32_t) s->w.chunk_n, after,
                 after_len, has_after, &a->out);
-    if (send_to(a, s->peer) < 0) {
-        session_end(s, false, "broker not connected");
+    int rc = send_to(a, s->peer);
+    if (rc < 0) {
+        session_end(s, false, send_error(rc));
         return;
     }
     arm(s);
@@ -578,8 +598,9 @@ static void start_chunk(struct session *s)
             fail = "storage error";
             break;
         }
-        if (e.nrecs && send_to(a, s->peer) < 0) {
-            fail = "broker not connected";
+        int rc = e.nrecs ? send_to(a, s->peer) : 0;
+        if (rc < 0) {
+            fail = send_error(rc);
             break;
         }
         a->stats.records_sent += e.nrecs;
@@ -715,7 +736,7 @@ static void on_recs_answer(struct session *s, struct ae_recs *r)
     buf_clear(&cursor);
 }
 
-static void start_session(struct ae *a, const char *peer)
+static void start_session(struct ae *a, const char *peer, bool catchup)
 {
     struct session *s = xcalloc(1, sizeof(*s));
     s->ae = a;
@@ -725,6 +746,7 @@ static void start_session(struct ae *a, const char *peer)
     ae_walk_init(&s->w);
     s->next = a->sessions;
     a->sessions = s;
+    s->catchup = catchup;
     a->stats.started++;
     send_nodes_req(s);
 }
@@ -863,17 +885,59 @@ void ae_on_message(struct ae *a, const uint8_t *payload, size_t len)
 
 /* ---- rounds -------------------------------------------------------------------------------- */
 
-void ae_run_now(struct ae *a)
+/* Starts a session with each online peer that has none running; with every_peer false only with
+ * those whose id sorts after this node's (the smaller id initiates, so a pair has one session). */
+static void run_round(struct ae *a, bool every_peer, bool catchup)
 {
     const char *peers[AE_MAX_PEERS];
     size_t n = repl_online_peers(a->repl, peers, AE_MAX_PEERS);
     for (size_t i = 0; i < n; i++) {
-        if (strcmp(peers[i], a->srv->node_id) <= 0) continue; /* the smaller id initiates */
+        if (!every_peer && strcmp(peers[i], a->srv->node_id) <= 0) continue;
         bool busy = false;
         for (struct session *s = a->sessions; s && !busy; s = s->next)
             busy = !strcmp(s->peer, peers[i]);
-        if (!busy) start_session(a, peers[i]);
+        if (!busy) start_session(a, peers[i], catchup);
     }
+}
+
+void ae_run_now(struct ae *a)
+{
+    run_round(a, false, false);
+}
+
+static void link_up_tick(struct loop *l, void *arg)
+{
+    struct ae *a = arg;
+    (void) l;
+    a->link_up_timer = 0;
+    if (!repl_is_enabled(a->repl) || a->catchup_tries <= 0) return;
+    a->catchup_tries--;
+    a->catchup_failed = false;
+    run_round(a, true, true);
+    for (struct session *s = a->sessions; s; s = s->next)
+        if (s->catchup) return; /* catchup_session_ended decides when they are done */
+    catchup_session_ended(a);
+}
+
+/* After a catch-up session ended: once none is left, the catch-up is over if all succeeded
+ * (or no peer was online), else it is tried again while tries remain. */
+static void catchup_session_ended(struct ae *a)
+{
+    for (struct session *s = a->sessions; s; s = s->next)
+        if (s->catchup) return;
+    if (a->link_up_timer) return;
+    if (a->catchup_failed && a->catchup_tries > 0)
+        a->link_up_timer = loop_add_timer(a->srv->loop, AE_LINK_UP_DELAY_US, link_up_tick, a);
+    else
+        a->catchup_tries = 0;
+}
+
+void ae_link_up(struct ae *a)
+{
+    if (!a->o.enabled) return;
+    a->catchup_tries = AE_CATCHUP_TRIES;
+    if (!a->link_up_timer)
+        a->link_up_timer = loop_add_timer(a->srv->loop, AE_LINK_UP_DELAY_US, link_up_tick, a);
 }
 
 static void round_tick(struct loop *l, void *arg)
@@ -914,6 +978,7 @@ void ae_free(struct ae *a)
         free(s);
     }
     if (a->round_timer) loop_cancel_timer(a->srv->loop, a->round_timer);
+    if (a->link_up_timer) loop_cancel_timer(a->srv->loop, a->link_up_timer);
     buf_clear(&a->out);
     buf_clear(&a->page);
     buf_clear(&a->held);

@@ -158,8 +158,8 @@ static void info_node(struct server *srv, struct buf *b)
         char hex[2 * MERKLE_DIGEST_LEN + 1];
         merkle_root(srv->tree, root);
         (void) sodium_bin2hex(hex, sizeof(hex), root, sizeof(root));
-        buf_printf(b, "merkle_root:%s\r\nmerkle_records:%llu\r\nmerkle_memory_bytes:%zu\r\n",
-                   hex, (unsigned long long) merkle_count(srv->tree), merkle_memory(srv->tree));
+        buf_printf(b, "merkle_root:%s\r\nmerkle_records:%llu\r\nmerkle_memory_bytes:%zu\r\n", hex,
+                   (unsigned long long) merkle_count(srv->tree), merkle_memory(srv->tree));
     }
     ae_info(srv->ae, b);
     purge_info(srv->purge, b);
@@ -312,9 +312,14 @@ void cmd_replicate(struct cmd_ctx *x)
     const struct slice *a = &x->argv[1];
     struct repl *r = x->srv->repl;
     if (slice_is(a, "STATUS")) {
-        char st[64];
-        if (repl_is_enabled(r))
+        char st[96];
+        const char *link = repl_link_state(r);
+        /* The spec's text while events flow; otherwise the link's state follows it. */
+        if (repl_is_enabled(r) && !strcmp(link, "connected"))
             (void) snprintf(st, sizeof(st), "REPLICATION enabled %zu nodes", repl_peers_online(r));
+        else if (repl_is_enabled(r))
+            (void) snprintf(st, sizeof(st), "REPLICATION enabled %zu nodes, broker %s",
+                            repl_peers_online(r), link);
         else
             (void) snprintf(st, sizeof(st), "REPLICATION disabled");
         reply_status(x, st);

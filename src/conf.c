@@ -108,6 +108,7 @@ void conf_init(struct conf *c)
     c->outbox_max_events = 1000000;
     c->max_clock_skew_seconds = 60;
     c->reconnect_max_seconds = 30;
+    c->stall_timeout_seconds = 5;
     c->ae_enabled = true;
     c->ae_interval_seconds = 10;
     c->merkle_fanout = 16;
@@ -397,6 +398,7 @@ INT_SETTER(set_max_inflight, max_inflight, 1, 60000)
 INT_SETTER(set_outbox_max, outbox_max_events, 1, INT64_MAX)
 INT_SETTER(set_max_skew, max_clock_skew_seconds, 1, 86400 * 365)
 INT_SETTER(set_reconnect_max, reconnect_max_seconds, 1, 3600)
+INT_SETTER(set_stall_timeout, stall_timeout_seconds, 1, 3600)
 INT_SETTER(set_tombstone_ttl, tombstone_ttl_seconds, 0, 86400LL * 365 * 100)
 #undef INT_SETTER
 
@@ -497,6 +499,7 @@ static const struct key_def keys[] = {
     { "replication", "outbox_max_events", set_outbox_max },
     { "replication", "max_clock_skew_seconds", set_max_skew },
     { "replication", "reconnect_max_seconds", set_reconnect_max },
+    { "replication", "stall_timeout_seconds", set_stall_timeout },
     { "anti_entropy", "enabled", set_ae_enabled },
     { "anti_entropy", "interval_seconds", set_ae_interval },
     { "anti_entropy", "peer_list", set_ae_peers },
@@ -795,7 +798,9 @@ static bool toml_other_value(const char *s, const char *end)
     const char *p = s;
     if (end - s > 2 && s[0] == '0' && strchr("xob", s[1])) {
         p = s + 2;
-        const char *digits = s[1] == 'x' ? "0123456789abcdefABCDEF" : s[1] == 'o' ? "01234567" : "01";
+        const char *digits = s[1] == 'x'   ? "0123456789abcdefABCDEF"
+                             : s[1] == 'o' ? "01234567"
+                                           : "01";
         return digit_run(&p, end, digits) && p == end;
     }
     if (p < end && (*p == '+' || *p == '-')) p++;

@@ -103,6 +103,7 @@ static int start_replication(struct server *srv, const struct conf *c)
         .max_inflight = (size_t) c->max_inflight,
         .outbox_max_events = (uint64_t) c->outbox_max_events,
         .reconnect_max_s = (int) c->reconnect_max_seconds,
+        .stall_timeout_s = (int) c->stall_timeout_seconds,
         .addr = addr,
     };
     int rc = repl_new(&srv->repl, srv, &o);

@@ -9,6 +9,17 @@
  * (1..65535, reused once acknowledged). The loop keeps the caller's tag per token in
  * m->tags[token]; a callback may run before MQTTAsync_send returns, but its queue item is only
  * handled by the loop after the send call (and the table update) has finished.
+ *
+ * Liveness (docs/replication.md, "When the link stalls"): paho can report a connection that
+ * carries nothing. A publish is only queued by MQTTAsync_send; paho's send thread writes it when
+ * the client is connected, the socket has no pending write and fewer publishes than the broker's
+ * Receive Maximum await their PUBACK; at most maxBufferedMessages publishes wait in that queue.
+ * If acknowledgements stop, the queue fills and every send fails with "no more messages can be
+ * buffered" while paho still says connected. So the loop measures the link by its effect: while
+ * publishes are outstanding, an acknowledgement must arrive within stall_timeout, and a run of
+ * refused sends must not last longer than that. A link that fails either test is reported as
+ * stalled (after STALL_REPORT_US) and then thrown away: the client is destroyed (paho's queues
+ * with it), a new one connects, and the caller publishes again whatever is unacknowledged.
  */
 #include "arborkv/mqtt.h"
 
@@ -32,6 +43,13 @@
 #define TOKEN_SLOTS           65536     /* MQTT packet ids are 16-bit */
 #define SUBS_MAX              16
 #define SESSION_NEVER_EXPIRES 0xFFFFFFFFu /* MQTT 5 Session Expiry Interval: like 3.1.1's */
+/* Publishes paho may hold in its command queue. paho's default (100) is below what the outbox
+ * window alone puts there (max_inflight, up to 60,000, minus the broker's Receive Maximum), so
+ * presence and anti-entropy messages were refused under load. 16-bit packet ids bound it anyway. */
+#define MAX_BUFFERED     65535
+#define STALL_REPORT_US  1000000ULL /* no progress this long: INFO says "stalled" */
+#define STALL_DEFAULT_MS 5000
+#define ERR_LOG_EVERY_US 10000000ULL /* send failures are logged at most this often */
 
 enum qtype {
     Q_CONNECTED,
@@ -42,6 +60,14 @@ enum qtype {
     Q_PUB_FAIL,
     Q_SUB_FAIL,
     Q_DISCONNECTED
+};
+
+/* Link liveness of the current connection; see the file comment. */
+struct liveness {
+    uint32_t outstanding; /* accepted publishes without PUBACK (or failure) */
+    uint64_t progress_us; /* last PUBACK, or the send that made outstanding 1 */
+    uint64_t refused_us;  /* first send refused since the last accepted one; 0: none */
+    uint64_t check_timer; /* periodic check while connected */
 };
 
 struct qitem {
@@ -62,6 +88,7 @@ struct mqtt {
     int efd; /* eventfd: paho threads -> loop */
     char *uri, *client_id, *username, *password, *ca, *cert, *key, *will_topic, *will_payload;
     int keepalive_s, reconnect_max_s;
+    uint64_t stall_us;
     bool v5; /* MQTT 5 (the *5 callbacks and options), else 3.1.1 */
     char *subs[SUBS_MAX];
     bool sub_no_local[SUBS_MAX];
@@ -74,6 +101,10 @@ struct mqtt {
     uint64_t backoff_us;    /* next reconnect delay before jitter */
     uint64_t timer;         /* pending reconnect timer id, 0 if none */
     uint64_t connects;
+    uint64_t forced_reconnects; /* links thrown away because they stalled */
+    struct liveness live;
+    char last_error[160]; /* the last send failure other than "not connected" */
+    uint64_t last_error_us, last_error_log_us, errors_unlogged;
     uint64_t *tags;   /* tag per token (TOKEN_SLOTS) */
     uint8_t *tag_set; /* 1 when tags[token] belongs to an outstanding publish */
 
@@ -184,6 +215,11 @@ static void cb_pub_failed(void *ctx, MQTTAsync_failureData *resp)
 {
     struct qitem *it = item(Q_PUB_FAIL);
     it->token = resp ? resp->token : -1;
+    if (resp && resp->message)
+        (void) snprintf(it->why, sizeof(it->why), "%s", resp->message);
+    else
+        (void) snprintf(it->why, sizeof(it->why), "%s",
+                        MQTTAsync_strerror(resp ? resp->code : MQTTASYNC_FAILURE));
     push(ctx, it);
 }
 
@@ -211,7 +247,11 @@ static void cb_pub_ok5(void *ctx, MQTTAsync_successData5 *resp)
     struct qitem *it = item(Q_PUB_OK);
     it->token = resp ? resp->token : -1;
     /* A PUBACK with an error reason (0x80 and up) is a refusal, not a delivery. */
-    if (resp && resp->reasonCode >= MQTTREASONCODE_UNSPECIFIED_ERROR) it->type = Q_PUB_FAIL;
+    if (resp && resp->reasonCode >= MQTTREASONCODE_UNSPECIFIED_ERROR) {
+        it->type = Q_PUB_FAIL;
+        (void) snprintf(it->why, sizeof(it->why), "PUBACK %s",
+                        MQTTReasonCode_toString(resp->reasonCode));
+    }
     push(ctx, it);
 }
 
@@ -219,6 +259,13 @@ static void cb_pub_failed5(void *ctx, MQTTAsync_failureData5 *resp)
 {
     struct qitem *it = item(Q_PUB_FAIL);
     it->token = resp ? resp->token : -1;
+    if (resp && resp->message)
+        (void) snprintf(it->why, sizeof(it->why), "%s", resp->message);
+    else if (resp && resp->reasonCode)
+        (void) snprintf(it->why, sizeof(it->why), "%s", MQTTReasonCode_toString(resp->reasonCode));
+    else
+        (void) snprintf(it->why, sizeof(it->why), "%s",
+                        MQTTAsync_strerror(resp ? resp->code : MQTTASYNC_FAILURE));
     push(ctx, it);
 }
 
@@ -289,7 +336,69 @@ static void cb_sub_failed(void *ctx, MQTTAsync_failureData *resp)
 /* ---- loop thread -------------------------------------------------------------------------- */
 
 static void schedule_reconnect(struct mqtt *m);
-static int create_client(struct mqtt *m);
+static int create_client(struct mqtt *m, MQTTAsync *out);
+static void lost(struct mqtt *m, const char *why);
+
+/* How long the link has made no progress: publishes outstanding without an acknowledgement, or
+ * sends refused, whichever has lasted longer. 0 when neither. */
+static uint64_t stalled_for(const struct mqtt *m, uint64_t now)
+{
+    uint64_t acks = m->live.outstanding ? now - m->live.progress_us : 0;
+    uint64_t refused = m->live.refused_us ? now - m->live.refused_us : 0;
+    return acks > refused ? acks : refused;
+}
+
+/* Forgets the liveness of a connection that is gone (or replaced). */
+static void live_reset(struct mqtt *m)
+{
+    if (m->live.check_timer) loop_cancel_timer(m->loop, m->live.check_timer);
+    m->live = (struct liveness){ 0 };
+    memset(m->tag_set, 0, TOKEN_SLOTS);
+}
+
+/* Records a send failure (not "not connected") for INFO and logs it, rate-limited, at warn. */
+static void send_failed(struct mqtt *m, const char *what, const char *why)
+{
+    uint64_t now = loop_now_us();
+    (void) snprintf(m->last_error, sizeof(m->last_error), "%s: %s", what, why);
+    m->last_error_us = now;
+    if (m->last_error_log_us && now - m->last_error_log_us < ERR_LOG_EVERY_US) {
+        m->errors_unlogged++;
+        return;
+    }
+    if (m->errors_unlogged)
+        log_warn("mqtt: %s: %s (and %llu more send failures since the last report)", what, why,
+                 (unsigned long long) m->errors_unlogged);
+    else
+        log_warn("mqtt: %s: %s", what, why);
+    m->last_error_log_us = now;
+    m->errors_unlogged = 0;
+}
+
+static uint64_t check_every_us(const struct mqtt *m)
+{
+    uint64_t us = m->stall_us / 5;
+    return us < 50000 ? 50000 : us > 1000000 ? 1000000 : us;
+}
+
+/* While connected: a link that made no progress for stall_us is thrown away (file comment). */
+static void on_check(struct loop *l, void *arg)
+{
+    struct mqtt *m = arg;
+    m->live.check_timer = 0;
+    if (m->state != MQTT_CONNECTED) return;
+    uint64_t stalled = stalled_for(m, loop_now_us());
+    if (stalled < m->stall_us) {
+        m->live.check_timer = loop_add_timer(l, check_every_us(m), on_check, m);
+        return;
+    }
+    m->forced_reconnects++;
+    log_warn("mqtt: the link to %s is stalled: no progress for %llu ms with %u publishes "
+             "unacknowledged%s%s; reconnecting with a new client",
+             m->uri, (unsigned long long) (stalled / 1000), m->live.outstanding,
+             m->last_error[0] ? "; last send error: " : "", m->last_error);
+    lost(m, "stalled");
+}
 
 /* A connect whose answer never came (paho lost it): give up on it and retry. */
 static void on_watchdog(struct loop *l, void *arg)
@@ -346,7 +455,7 @@ static void do_connect(struct mqtt *m)
         co.ssl = &ssl;
     }
     m->state = MQTT_CONNECTING;
-    if (!m->client && create_client(m) < 0) {
+    if (!m->client && create_client(m, &m->client) < 0) {
         schedule_reconnect(m);
         return;
     }
@@ -410,23 +519,34 @@ static void subscribe_all(struct mqtt *m)
     if (rc != MQTTASYNC_SUCCESS) log_warn("mqtt: subscribe: %s", MQTTAsync_strerror(rc));
 }
 
+/*
+ * Replaces the client by a new one, which holds none of the old one's state. The new one is
+ * created first: destroying paho's last client stops its threads, and that wait would block the
+ * loop. Destroying a connected client sends DISCONNECT when it can and closes the socket.
+ */
+static void renew_client(struct mqtt *m)
+{
+    MQTTAsync fresh = NULL;
+    if (create_client(m, &fresh) < 0) log_error("mqtt: cannot renew the client; retrying");
+    if (m->client) MQTTAsync_destroy(&m->client);
+    m->client = fresh;
+}
+
 static void lost(struct mqtt *m, const char *why)
 {
     bool was_connected = m->state == MQTT_CONNECTED;
     m->connect_in_flight = false;
-    memset(m->tag_set, 0, TOKEN_SLOTS);
+    live_reset(m);
     /*
      * A new client for the next connection: paho 1.3.12 retransmits the publishes that were in
      * flight when a connection died, and after a connection stalled mid-write (a peer that stops
      * reading) their topic had been freed: the broker got a garbage topic, disconnected us as
-     * "malformed", and every reconnect repeated it. We need none of paho's in-flight state: the
-     * outbox publishes every unacknowledged event again (repl.c), anti-entropy starts its
-     * sessions over, and presence is published at each connect.
+     * "malformed", and every reconnect repeated it. A stalled link (on_check) must lose paho's
+     * queues too. We need none of paho's state: the outbox publishes every unacknowledged event
+     * again (repl.c), anti-entropy starts its sessions over, and presence is published at each
+     * connect.
      */
-    if (was_connected && m->client) {
-        MQTTAsync_destroy(&m->client);
-        if (create_client(m) < 0) log_error("mqtt: cannot renew the client; retrying");
-    }
+    if (was_connected) renew_client(m);
     if (m->state == MQTT_STOPPED) return;
     m->state = MQTT_CONNECTING;
     schedule_reconnect(m);
@@ -445,6 +565,8 @@ static void handle(struct mqtt *m, struct qitem *it)
         m->backoff_us = 0;
         m->connects++;
         log_info("mqtt: connected to %s as %s", m->uri, m->client_id);
+        live_reset(m);
+        m->live.check_timer = loop_add_timer(m->loop, check_every_us(m), on_check, m);
         subscribe_all(m);
         if (m->h.on_connect) m->h.on_connect(m->arg);
         break;
@@ -469,6 +591,9 @@ static void handle(struct mqtt *m, struct qitem *it)
     case Q_PUB_FAIL:
         if (it->token > 0 && it->token < TOKEN_SLOTS && m->tag_set[it->token]) {
             m->tag_set[it->token] = 0;
+            m->live.outstanding--;
+            m->live.progress_us = loop_now_us();
+            if (it->type == Q_PUB_FAIL) send_failed(m, "publish failed", it->why);
             if (m->h.on_published)
                 m->h.on_published(m->arg, m->tags[it->token], it->type == Q_PUB_OK);
         }
@@ -545,6 +670,8 @@ int mqtt_new(struct mqtt **out, struct loop *l, const struct mqtt_opts *o,
     m->keepalive_s = o->keepalive_s > 0 ? o->keepalive_s : 30;
     m->v5 = o->version != 3;
     m->reconnect_max_s = o->reconnect_max_s > 0 ? o->reconnect_max_s : 30;
+    m->stall_us =
+            (uint64_t) (o->stall_timeout_ms > 0 ? o->stall_timeout_ms : STALL_DEFAULT_MS) * 1000ULL;
     m->tags = xcalloc(TOKEN_SLOTS, sizeof(*m->tags));
     m->tag_set = xcalloc(TOKEN_SLOTS, 1);
     size_t ulen = strlen(o->host) + 32;
@@ -564,7 +691,7 @@ int mqtt_new(struct mqtt **out, struct loop *l, const struct mqtt_opts *o,
         mqtt_free(m, 0);
         return rc;
     }
-    rc = create_client(m);
+    rc = create_client(m, &m->client);
     if (rc < 0) {
         mqtt_free(m, 0);
         return rc;
@@ -573,24 +700,25 @@ int mqtt_new(struct mqtt **out, struct loop *l, const struct mqtt_opts *o,
     return 0;
 }
 
-/* Creates m->client (NULL on failure). Returns 0 or -EINVAL (logged). */
-static int create_client(struct mqtt *m)
+/* Creates a client into *out (NULL on failure). Returns 0 or -EINVAL (logged). */
+static int create_client(struct mqtt *m, MQTTAsync *out)
 {
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
     MQTTAsync_createOptions co5 = MQTTAsync_createOptions_initializer5;
     if (m->v5) co = co5;
     co.sendWhileDisconnected = 0;
-    int rc = MQTTAsync_createWithOptions(&m->client, m->uri, m->client_id,
-                                         MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+    co.maxBufferedMessages = MAX_BUFFERED;
+    int rc = MQTTAsync_createWithOptions(out, m->uri, m->client_id, MQTTCLIENT_PERSISTENCE_NONE,
+                                         NULL, &co);
     if (rc != MQTTASYNC_SUCCESS) {
         log_error("mqtt: cannot create a client for %s: %s", m->uri, MQTTAsync_strerror(rc));
-        m->client = NULL;
+        *out = NULL;
         return -EINVAL;
     }
-    rc = MQTTAsync_setCallbacks(m->client, m, cb_lost, cb_message, NULL);
+    rc = MQTTAsync_setCallbacks(*out, m, cb_lost, cb_message, NULL);
     if (rc != MQTTASYNC_SUCCESS) {
         log_error("mqtt: setCallbacks: %s", MQTTAsync_strerror(rc));
-        MQTTAsync_destroy(&m->client);
+        MQTTAsync_destroy(out);
         return -EINVAL;
     }
     return 0;
@@ -629,7 +757,7 @@ void mqtt_stop(struct mqtt *m, int timeout_ms)
         if (MQTTAsync_disconnect(m->client, &d) == MQTTASYNC_SUCCESS) m->disconnecting = true;
         m->connect_in_flight = false;
     }
-    memset(m->tag_set, 0, TOKEN_SLOTS);
+    live_reset(m);
     if (was_connected && m->h.on_disconnect) m->h.on_disconnect(m->arg, "stopped");
 }
 
@@ -658,6 +786,7 @@ void mqtt_free(struct mqtt *m, int timeout_ms)
     }
     if (m->timer) loop_cancel_timer(m->loop, m->timer);
     if (m->watchdog) loop_cancel_timer(m->loop, m->watchdog);
+    if (m->live.check_timer) loop_cancel_timer(m->loop, m->live.check_timer);
     if (m->efd >= 0) {
         loop_del_fd(m->loop, m->efd);
         (void) close(m->efd);
@@ -708,20 +837,43 @@ int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t 
     }
     ro.context = m;
     int rc = MQTTAsync_send(m->client, topic, (int) len, payload, qos, retain ? 1 : 0, &ro);
+    if (rc == MQTTASYNC_DISCONNECTED) return -ENOTCONN; /* lost; the loop hears of it next */
     if (rc != MQTTASYNC_SUCCESS) {
-        log_debug("mqtt: publish to %s: %s", topic, MQTTAsync_strerror(rc));
+        if (!m->live.refused_us) m->live.refused_us = loop_now_us();
+        send_failed(m, "publish refused by the client library", MQTTAsync_strerror(rc));
         return -EIO;
     }
-    if (ro.token > 0 && ro.token < TOKEN_SLOTS) {
+    m->live.refused_us = 0;
+    if (ro.token > 0 && ro.token < TOKEN_SLOTS && !m->tag_set[ro.token]) {
         m->tags[ro.token] = tag;
         m->tag_set[ro.token] = 1;
+        if (m->live.outstanding++ == 0) m->live.progress_us = loop_now_us();
     }
     return 0;
 }
 
 enum mqtt_state mqtt_state(const struct mqtt *m)
 {
+    if (m->state == MQTT_CONNECTED) {
+        uint64_t report = m->stall_us < STALL_REPORT_US ? m->stall_us : STALL_REPORT_US;
+        if (stalled_for(m, loop_now_us()) >= report) return MQTT_STALLED;
+    }
     return m->state;
+}
+
+bool mqtt_is_up(const struct mqtt *m)
+{
+    return m->state == MQTT_CONNECTED;
+}
+
+void mqtt_link_info(const struct mqtt *m, struct mqtt_link_info *out)
+{
+    uint64_t now = loop_now_us();
+    out->forced_reconnects = m->forced_reconnects;
+    out->unacked = m->state == MQTT_CONNECTED ? m->live.outstanding : 0;
+    out->stalled_ms = m->state == MQTT_CONNECTED ? stalled_for(m, now) / 1000 : 0;
+    out->last_error = m->last_error;
+    out->last_error_age_s = m->last_error_us ? (now - m->last_error_us) / 1000000 : 0;
 }
 
 const char *mqtt_state_name(enum mqtt_state s)
@@ -733,6 +885,8 @@ const char *mqtt_state_name(enum mqtt_state s)
         return "connecting";
     case MQTT_CONNECTED:
         return "connected";
+    case MQTT_STALLED:
+        return "stalled";
     }
     return "?";
 }

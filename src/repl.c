@@ -143,15 +143,15 @@ static void presence_json(struct repl *r, struct buf *b, bool online)
 static void publish_presence(struct repl *r)
 {
     presence_json(r, &r->scratch, true);
-    int rc = mqtt_publish(r->mqtt, r->presence_topic, r->scratch.data, r->scratch.len, 1, true, 0);
-    if (rc < 0 && rc != -ENOTCONN) log_warn("repl: presence publish failed");
+    /* A refusal is logged by the mqtt layer; the next refresh tries again. */
+    (void) mqtt_publish(r->mqtt, r->presence_topic, r->scratch.data, r->scratch.len, 1, true, 0);
 }
 
 static void presence_tick(struct loop *l, void *arg)
 {
     struct repl *r = arg;
     r->presence_timer = 0;
-    if (mqtt_state(r->mqtt) != MQTT_CONNECTED) return;
+    if (!mqtt_is_up(r->mqtt)) return;
     publish_presence(r);
     r->presence_timer = loop_add_timer(l, PRESENCE_EVERY_US, presence_tick, r);
 }
@@ -305,7 +305,7 @@ static bool is_acked(const struct repl *r, uint64_t id)
 
 void repl_pump(struct repl *r)
 {
-    if (!r || !r->enabled || mqtt_state(r->mqtt) != MQTT_CONNECTED) return;
+    if (!r || !r->enabled || !mqtt_is_up(r->mqtt)) return;
     if (store_in_txn(r->srv->store)) return; /* uncommitted rows must not leave */
     while (r->ninflight < r->o.max_inflight) {
         uint64_t id;
@@ -449,6 +449,9 @@ static void on_connect(void *arg)
     if (!r->presence_timer)
         r->presence_timer = loop_add_timer(r->srv->loop, PRESENCE_EVERY_US, presence_tick, r);
     repl_pump(r);
+    /* What the broker acknowledged but never delivered (it crashed, or lost its sessions) is
+     * repaired by anti-entropy: a round follows every connect (docs/replication.md). */
+    if (r->srv->ae) ae_link_up(r->srv->ae);
 }
 
 static void on_disconnect(void *arg, const char *why)
@@ -503,6 +506,7 @@ int repl_new(struct repl **out, struct server *srv, const struct repl_opts *o)
         .keepalive_s = o->keepalive_s,
         .version = o->mqtt_version,
         .reconnect_max_s = o->reconnect_max_s,
+        .stall_timeout_ms = o->stall_timeout_s > 0 ? o->stall_timeout_s * 1000 : 0,
         .will_topic = r->presence_topic,
         .will_payload = (const char *) r->scratch.data,
     };
@@ -531,7 +535,7 @@ int repl_new(struct repl **out, struct server *srv, const struct repl_opts *o)
 void repl_free(struct repl *r, int timeout_ms)
 {
     if (!r) return;
-    if (r->mqtt && mqtt_state(r->mqtt) == MQTT_CONNECTED) {
+    if (r->mqtt && mqtt_is_up(r->mqtt)) {
         presence_json(r, &r->scratch, false);
         (void) mqtt_publish(r->mqtt, r->presence_topic, r->scratch.data, r->scratch.len, 1, true,
                             0);
@@ -574,7 +578,7 @@ void repl_disable(struct repl *r)
     if (!r->enabled) return;
     r->enabled = false;
     /* Keep recording: the outbox carries the changes to peers after REPLICATE enable. */
-    if (mqtt_state(r->mqtt) == MQTT_CONNECTED) {
+    if (mqtt_is_up(r->mqtt)) {
         presence_json(r, &r->scratch, false);
         (void) mqtt_publish(r->mqtt, r->presence_topic, r->scratch.data, r->scratch.len, 1, true,
                             0);
@@ -595,11 +599,43 @@ size_t repl_peers_online(const struct repl *r)
     return n;
 }
 
+/* Age of the oldest event still in the outbox, from its HLC timestamp (wall-clock ns); 0 when the
+ * outbox is empty or cannot be read. */
+static uint64_t outbox_oldest_age_ms(const struct repl *r)
+{
+    uint64_t id;
+    uint32_t nev;
+    const uint8_t *p;
+    size_t len;
+    if (!r->outbox_rows || store_outbox_next(r->srv->store, 0, &id, &nev, &p, &len) <= 0) return 0;
+    struct codec_batch b;
+    codec_batch_init(&b);
+    char why[64];
+    uint64_t oldest = 0;
+    if (codec_decode(p, len, &b, why, sizeof(why)) == 0)
+        for (size_t i = 0; i < b.n; i++)
+            if (!oldest || b.ev[i].ts < oldest) oldest = b.ev[i].ts;
+    codec_batch_clear(&b);
+    uint64_t now = hlc_wall_ns();
+    return oldest && now > oldest ? (now - oldest) / 1000000ULL : 0;
+}
+
 void repl_info(const struct repl *r, struct buf *b)
 {
+    struct mqtt_link_info li = { .last_error = "" };
+    if (r) mqtt_link_info(r->mqtt, &li);
     buf_add_field(b, "replication_enabled", repl_is_enabled(r));
-    buf_printf(b, "broker_state:%s\r\n", r ? mqtt_state_name(mqtt_state(r->mqtt)) : "disabled");
+    buf_printf(b, "broker_state:%s\r\n", repl_link_state(r));
     buf_add_field(b, "broker_connects", r ? mqtt_connects(r->mqtt) : 0);
+    buf_add_field(b, "broker_forced_reconnects", li.forced_reconnects);
+    buf_add_field(b, "broker_unacked", li.unacked);
+    buf_add_field(b, "broker_stalled_ms", li.stalled_ms);
+    /* One line: the error text must not break INFO's "name:value\r\n" framing. */
+    buf_append_str(b, "broker_last_error:");
+    for (const char *e = li.last_error; *e; e++)
+        buf_append(b, *e == '\r' || *e == '\n' ? " " : e, 1);
+    buf_append_str(b, "\r\n");
+    buf_add_field(b, "broker_last_error_age_s", li.last_error_age_s);
     buf_add_field(b, "events_published", r ? r->stats.published : 0);
     buf_add_field(b, "events_applied", r ? r->stats.applied : 0);
     buf_add_field(b, "events_duplicate", r ? r->stats.duplicate : 0);
@@ -607,8 +643,15 @@ void repl_info(const struct repl *r, struct buf *b)
     buf_add_field(b, "events_own", r ? r->stats.own : 0);
     buf_add_field(b, "events_malformed", r ? r->stats.malformed : 0);
     buf_add_field(b, "outbox_depth", r ? r->outbox_events : 0);
+    buf_add_field(b, "outbox_oldest_age_ms", r ? outbox_oldest_age_ms(r) : 0);
     buf_add_field(b, "outbox_dropped", r ? r->stats.dropped : 0);
     buf_add_field(b, "peers_online", repl_peers_online(r));
+}
+
+const char *repl_link_state(const struct repl *r)
+{
+    if (!r || !r->enabled) return "disabled";
+    return mqtt_state_name(mqtt_state(r->mqtt));
 }
 
 int repl_publish(struct repl *r, const char *suffix, const void *payload, size_t len)

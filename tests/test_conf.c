@@ -340,7 +340,8 @@ TEST(arborkv_keys)
                 "[replication]\n"
                 "username = \"user\"\n");
     ASSERT_EQ(c.tombstone_ttl_seconds, 3600);
-    ASSERT_EQ(c.mqtt_version, 5); /* the default */
+    ASSERT_EQ(c.mqtt_version, 5);          /* the default */
+    ASSERT_EQ(c.stall_timeout_seconds, 5); /* the default */
     ASSERT_EQ(c.fsync, CONF_FSYNC_ALWAYS);
     ASSERT_EQ(c.max_clients, 500);
     ASSERT_EQ(c.client_output_limit, 1048576);
@@ -360,6 +361,8 @@ TEST(arborkv_keys)
     ASSERT_EQ(c.mqtt_version, 3);
     LOAD_OK(&c, "[replication]\nmqtt_version = 5\n");
     ASSERT_EQ(c.mqtt_version, 5);
+    LOAD_OK(&c, "[replication]\nstall_timeout_seconds = 30\n");
+    ASSERT_EQ(c.stall_timeout_seconds, 30);
     conf_clear(&c);
     rm_tmp();
 }
@@ -925,6 +928,10 @@ TEST(err_values_out_of_range)
                "replication.mqtt_port must be an integer in 1..65535");
     EXPECT_ERR("tombstone_ttl_seconds = -1", 1,
                "tombstone_ttl_seconds must be an integer in 0..3153600000");
+    EXPECT_ERR("[replication]\nstall_timeout_seconds = 0\n", 2,
+               "replication.stall_timeout_seconds must be an integer in 1..3600");
+    EXPECT_ERR("[replication]\nstall_timeout_seconds = 3601\n", 2,
+               "replication.stall_timeout_seconds must be an integer in 1..3600");
     EXPECT_ERR("[replication]\nmqtt_version = 4\n", 2,
                "replication.mqtt_version must be 5 (MQTT 5) or 3 (MQTT 3.1.1)");
     EXPECT_ERR("[replication]\nmqtt_version = \"5\"\n", 2,

@@ -27,9 +27,9 @@
 #include "arborkv/buf.h"
 #include "arborkv/store.h"
 
-#define AE_MAX_MESSAGE    (4u * 1024 * 1024) /* bytes of one received message */
-#define AE_PAGE_BYTES     (256u * 1024)      /* target size of a records page */
-#define AE_MAX_NODES_REQ  512                /* nodes whose children one request asks for */
+#define AE_MAX_MESSAGE   (4u * 1024 * 1024) /* bytes of one received message */
+#define AE_PAGE_BYTES    (256u * 1024)      /* target size of a records page */
+#define AE_MAX_NODES_REQ 512                /* nodes whose children one request asks for */
 /* Leaf buckets one records request covers. Every chunk of buckets costs both sides a scan of
  * their table (docs/anti-entropy.md), so chunks should be large (256 made d = 10,000 of 1,000,000
  * take 37 scans per side and ~20 s, docs/benchmarks.md); but the initiator pushes a chunk's
@@ -60,6 +60,15 @@ void ae_after_commit(struct ae *a, bool committed);
 
 /* Starts a round now (tests, operators); no-op for pairs with a session running. */
 void ae_run_now(struct ae *a);
+
+/*
+ * The MQTT link has just connected (the first time or again). Whatever a broker acknowledged and
+ * then lost (a crash, a restart without persistence, a session it dropped) never arrives as an
+ * event, so shortly after (AE_LINK_UP_DELAY_US, time for the outbox to drain) this node starts a
+ * session with every online peer, whichever id is smaller: the later of two peers to reconnect
+ * thereby repairs the pair. No-op when automatic sessions are disabled.
+ */
+void ae_link_up(struct ae *a);
 
 /* Appends the anti-entropy lines of INFO ("name:value\r\n" each). */
 void ae_info(const struct ae *a, struct buf *out);

@@ -38,11 +38,11 @@ struct conf {
     enum conf_engine engine;   /* default sqlite; "sled" -> sqlite, "rwlock"/"kv" -> memory */
     int sync_interval_seconds; /* MerkleKV key; accepted, used by anti-entropy; default 60 */
     /* top level (arborkv keys) */
-    enum conf_fsync fsync;       /* "normal" (default) or "always" */
-    int max_clients;             /* simultaneous client connections; default 10000 */
-    int64_t client_output_limit; /* bytes of unread output before disconnect; default 64 MiB */
-    int log_level;               /* enum log_level; default LOG_INFO */
-    char *node_id;               /* node id; default NULL = derived (see docs) */
+    enum conf_fsync fsync;         /* "normal" (default) or "always" */
+    int max_clients;               /* simultaneous client connections; default 10000 */
+    int64_t client_output_limit;   /* bytes of unread output before disconnect; default 64 MiB */
+    int log_level;                 /* enum log_level; default LOG_INFO */
+    char *node_id;                 /* node id; default NULL = derived (see docs) */
     int64_t tombstone_ttl_seconds; /* tombstone purge age; default 7 days, 0 = never */
     /* [replication] */
     bool repl_enabled;              /* default false */
@@ -64,6 +64,7 @@ struct conf {
     int64_t outbox_max_events;      /* outbox bound; default 1,000,000 */
     int64_t max_clock_skew_seconds; /* HLC guard (replication.md §1); default 60 */
     int64_t reconnect_max_seconds;  /* reconnect backoff cap; default 30 */
+    int64_t stall_timeout_seconds;  /* a link without progress this long is replaced; 5 */
     /* [anti_entropy] */
     bool ae_enabled;          /* default true */
     int ae_interval_seconds;  /* default 10 */

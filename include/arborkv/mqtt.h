@@ -15,6 +15,13 @@
  * messages for this client id while it is away. With MQTT 5 a subscription can ask for No Local:
  * the broker then never sends this client its own publishes.
  *
+ * Liveness: a connection that paho reports as up may carry nothing (its queues full, no
+ * acknowledgement coming back). While publishes are outstanding, an acknowledgement must arrive
+ * within stall_timeout_ms, and sends must not be refused for longer than that; otherwise the link
+ * reports MQTT_STALLED (after at most a second) and is then replaced by a fresh client, exactly
+ * as if the connection had been lost (on_disconnect, reconnect, on_connect). See
+ * docs/replication.md, "When the link stalls".
+ *
  * Flow control: when messages arrive faster than the loop drains them, paho's receive thread
  * waits (MQTT_QUEUE_MAX_BYTES), which stops reading the socket and lets TCP push back on the
  * broker.
@@ -34,7 +41,9 @@ struct mqtt;
 enum mqtt_state {
     MQTT_STOPPED = 0, /* not started, or stopped */
     MQTT_CONNECTING,  /* a connect is in progress or scheduled */
-    MQTT_CONNECTED,   /* CONNACK received */
+    MQTT_CONNECTED,   /* CONNACK received, and the link makes progress */
+    MQTT_STALLED,     /* connected, but no acknowledgement comes or sends are refused (only as
+                         reported by mqtt_state; publishing is still attempted) */
 };
 
 struct mqtt_opts {
@@ -49,6 +58,7 @@ struct mqtt_opts {
     int keepalive_s;        /* MQTT keep-alive */
     int version;            /* 5 (MQTT 5) or 3 (MQTT 3.1.1) */
     int reconnect_max_s;    /* backoff cap */
+    int stall_timeout_ms;   /* no progress this long: replace the link (<= 0: 5,000) */
     const char *will_topic; /* last will (retained, QoS 1); NULL: none */
     const char *will_payload;
 };
@@ -95,8 +105,20 @@ bool mqtt_no_local(const struct mqtt *m);
 int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
                  bool retain, uint64_t tag);
 
+/* The state as reported to operators: MQTT_STALLED when connected without progress. */
 enum mqtt_state mqtt_state(const struct mqtt *m);
 const char *mqtt_state_name(enum mqtt_state s);
+/* Whether the link is connected, stalled or not: publishes are attempted only then. */
+bool mqtt_is_up(const struct mqtt *m);
+
+struct mqtt_link_info {
+    uint64_t forced_reconnects; /* links replaced because they stalled */
+    uint32_t unacked;           /* publishes outstanding on the current connection */
+    uint64_t stalled_ms;        /* how long the link has made no progress (0: it does) */
+    const char *last_error;     /* the last send failure other than "not connected", or "" */
+    uint64_t last_error_age_s;  /* seconds since it (0 when none) */
+};
+void mqtt_link_info(const struct mqtt *m, struct mqtt_link_info *out);
 /* Successful connections since creation. */
 uint64_t mqtt_connects(const struct mqtt *m);
 

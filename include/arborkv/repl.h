@@ -42,7 +42,8 @@ struct repl_opts {
     size_t max_inflight;
     uint64_t outbox_max_events;
     int reconnect_max_s;
-    const char *addr; /* "host:port" clients use, for presence */
+    int stall_timeout_s; /* the MQTT link's stall bound (mqtt.h) */
+    const char *addr;    /* "host:port" clients use, for presence */
 };
 
 /* Creates the replication layer (and starts connecting when opts->enabled). 0 or -errno. */
@@ -76,6 +77,9 @@ int repl_publish(struct repl *r, const char *suffix, const void *payload, size_t
 /* Fills names with up to max ids of peers whose presence is online ([borrow] until the next
  * presence message); returns how many. */
 size_t repl_online_peers(const struct repl *r, const char **names, size_t max);
+
+/* The link's state for operators: "disabled", "connecting", "connected" or "stalled". */
+const char *repl_link_state(const struct repl *r);
 
 /* Appends the replication lines of INFO ("name:value\r\n" each). */
 void repl_info(const struct repl *r, struct buf *out);
