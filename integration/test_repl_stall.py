@@ -231,3 +231,33 @@ def test_events_a_killed_broker_had_acknowledged_are_repaired(make_broker, make_
     br.start()
     converged(cl, expected=w.acked, timeout_s=HEAL_TIMEOUT_S)
     assert int(info(b)["ae_records_applied"]) > 0 or int(info(a)["ae_records_applied"]) > 0
+
+
+def test_outbox_sends_only_into_the_brokers_window(make_broker, make_cluster):
+    """Paho holds a publish queued behind a full Receive Maximum for up to a second after the
+    window frees (its send thread is woken by new publishes, not by PUBACKs), which made outbox
+    drains crawl at 20 messages a second. So the outbox keeps no more messages unacknowledged
+    than the broker's window (docs/replication.md, "When the link stalls"): with the broker
+    frozen, many separate writes leave at most the window outstanding, and they all arrive once
+    it runs again."""
+    window = 5
+    br = make_broker(extra_conf=[f"max_inflight_messages {window}"])
+    cl = make_cluster(2, br, names=["a", "b"],
+                      repl={"stall_timeout_seconds": 600, "keepalive_seconds": 600})
+    a, b = cl
+    wait_replicating(cl)
+    assert int(info(a)["broker_send_window"]) == window
+    writes = 60
+    br.proc.send_signal(signal.SIGSTOP)
+    try:
+        with a.line() as c:
+            for i in range(writes):  # one request, one turn, one outbox message each
+                assert c.request(b"SET w:%d v%d" % (i, i)) == b"OK\r\n"
+        d = info(a)
+        assert int(d["outbox_depth"]) >= writes // 2, d["outbox_depth"]
+        assert 0 < int(d["broker_unacked"]) <= window, d["broker_unacked"]
+    finally:
+        br.proc.send_signal(signal.SIGCONT)
+    wait_info(a, lambda d: d.get("outbox_depth") == "0", "a's outbox to drain", HEAL_TIMEOUT_S)
+    converged(cl, expected={b"w:%d" % i: b"v%d" % i for i in range(writes)},
+              timeout_s=HEAL_TIMEOUT_S)

@@ -20,6 +20,12 @@
  * refused sends must not last longer than that. A link that fails either test is reported as
  * stalled (after STALL_REPORT_US) and then thrown away: the client is destroyed (paho's queues
  * with it), a new one connects, and the caller publishes again whatever is unacknowledged.
+ *
+ * Send window: paho's send thread looks at its queue when a command is added or, failing that,
+ * once a second; a PUBACK does not wake it. Publishes queued behind a full Receive Maximum
+ * therefore wait up to a second each time the window empties unless a new publish arrives, which
+ * made an outbox drain 20 messages a second against mosquitto. mqtt_send_room() tells a caller
+ * how many publishes go on the wire at once, so the outbox never queues behind the window.
  */
 #include "arborkv/mqtt.h"
 
@@ -49,6 +55,9 @@
 #define MAX_BUFFERED     65535
 #define STALL_REPORT_US  1000000ULL /* no progress this long: INFO says "stalled" */
 #define STALL_DEFAULT_MS 5000
+/* Publishes paho puts on the wire unacknowledged: its maxInflight default, and the cap of MQTT 5's
+ * Receive Maximum (a broker that sends none allows 65535). */
+#define SEND_WINDOW_MAX 65535u
 #define ERR_LOG_EVERY_US 10000000ULL /* send failures are logged at most this often */
 
 enum qtype {
@@ -73,7 +82,7 @@ struct liveness {
 struct qitem {
     struct qitem *next;
     enum qtype type;
-    int token;        /* Q_PUB_* */
+    int token;        /* Q_PUB_*; Q_CONNECTED: the broker's Receive Maximum (0: none sent) */
     size_t len;       /* payload bytes (Q_MESSAGE) */
     char *topic;      /* Q_MESSAGE: NUL-terminated, inside this allocation */
     uint8_t *payload; /* Q_MESSAGE: inside this allocation */
@@ -89,6 +98,7 @@ struct mqtt {
     char *uri, *client_id, *username, *password, *ca, *cert, *key, *will_topic, *will_payload;
     int keepalive_s, reconnect_max_s;
     uint64_t stall_us;
+    uint32_t send_window; /* publishes paho sends without waiting for a PUBACK (connected) */
     bool v5; /* MQTT 5 (the *5 callbacks and options), else 3.1.1 */
     char *subs[SUBS_MAX];
     bool sub_no_local[SUBS_MAX];
@@ -226,8 +236,11 @@ static void cb_pub_failed(void *ctx, MQTTAsync_failureData *resp)
 /* MQTT 5 forms of the callbacks above (paho requires them with MQTTVERSION_5). */
 static void cb_connected5(void *ctx, MQTTAsync_successData5 *resp)
 {
-    (void) resp;
-    push(ctx, item(Q_CONNECTED));
+    struct qitem *it = item(Q_CONNECTED);
+    if (resp && MQTTProperties_hasProperty(&resp->properties, MQTTPROPERTY_CODE_RECEIVE_MAXIMUM))
+        it->token = MQTTProperties_getNumericValue(&resp->properties,
+                                                   MQTTPROPERTY_CODE_RECEIVE_MAXIMUM);
+    push(ctx, it);
 }
 
 static void cb_connect_failed5(void *ctx, MQTTAsync_failureData5 *resp)
@@ -564,7 +577,12 @@ static void handle(struct mqtt *m, struct qitem *it)
         m->state = MQTT_CONNECTED;
         m->backoff_us = 0;
         m->connects++;
+        m->send_window = it->token > 0 && (uint32_t) it->token < SEND_WINDOW_MAX
+                                 ? (uint32_t) it->token
+                                 : SEND_WINDOW_MAX;
         log_info("mqtt: connected to %s as %s", m->uri, m->client_id);
+        if (m->send_window < SEND_WINDOW_MAX)
+            log_debug("mqtt: the broker's Receive Maximum is %u", (unsigned) m->send_window);
         live_reset(m);
         m->live.check_timer = loop_add_timer(m->loop, check_every_us(m), on_check, m);
         subscribe_all(m);
@@ -866,11 +884,18 @@ bool mqtt_is_up(const struct mqtt *m)
     return m->state == MQTT_CONNECTED;
 }
 
+uint32_t mqtt_send_room(const struct mqtt *m)
+{
+    if (m->state != MQTT_CONNECTED) return 0;
+    return m->live.outstanding < m->send_window ? m->send_window - m->live.outstanding : 0;
+}
+
 void mqtt_link_info(const struct mqtt *m, struct mqtt_link_info *out)
 {
     uint64_t now = loop_now_us();
     out->forced_reconnects = m->forced_reconnects;
     out->unacked = m->state == MQTT_CONNECTED ? m->live.outstanding : 0;
+    out->send_window = m->state == MQTT_CONNECTED ? m->send_window : 0;
     out->stalled_ms = m->state == MQTT_CONNECTED ? stalled_for(m, now) / 1000 : 0;
     out->last_error = m->last_error;
     out->last_error_age_s = m->last_error_us ? (now - m->last_error_us) / 1000000 : 0;

@@ -3,7 +3,8 @@
  * repl: replication over MQTT; see include/arborkv/repl.h and docs/replication.md.
  *
  * Outbox window: `inflight` holds the outbox ids published on the current connection and not
- * acknowledged yet (at most max_inflight); `last_sent` is the largest id published on it. A
+ * acknowledged yet (at most max_inflight, and never more than the broker's send window allows:
+ * mqtt_send_room); `last_sent` is the largest id published on it. A
  * disconnect forgets both, so everything still in the outbox is published again after the next
  * connect (at-least-once; LWW makes repeats harmless).
  */
@@ -33,6 +34,9 @@
 #define DISCONNECT_WAIT_MS  300
 #define REPL_MAX_PEERS      4096   /* presence entries tracked (bounded memory) */
 #define ACK_DELETE_DELAY_US 100000 /* acknowledged outbox rows wait this long for a write turn */
+/* Room in the broker's send window kept for presence and anti-entropy when the outbox has
+ * messages in flight (mqtt_send_room). */
+#define CONTROL_RESERVE 2
 
 struct inflight {
     uint64_t id;
@@ -308,6 +312,9 @@ void repl_pump(struct repl *r)
     if (!r || !r->enabled || !mqtt_is_up(r->mqtt)) return;
     if (store_in_txn(r->srv->store)) return; /* uncommitted rows must not leave */
     while (r->ninflight < r->o.max_inflight) {
+        /* Never more than the broker takes at once: paho would hold the rest up to a second. */
+        uint32_t room = mqtt_send_room(r->mqtt);
+        if (room == 0 || (room <= CONTROL_RESERVE && r->ninflight > 0)) break;
         uint64_t id;
         uint32_t nev;
         const uint8_t *p;
@@ -629,6 +636,7 @@ void repl_info(const struct repl *r, struct buf *b)
     buf_add_field(b, "broker_connects", r ? mqtt_connects(r->mqtt) : 0);
     buf_add_field(b, "broker_forced_reconnects", li.forced_reconnects);
     buf_add_field(b, "broker_unacked", li.unacked);
+    buf_add_field(b, "broker_send_window", li.send_window);
     buf_add_field(b, "broker_stalled_ms", li.stalled_ms);
     /* One line: the error text must not break INFO's "name:value\r\n" framing. */
     buf_append_str(b, "broker_last_error:");

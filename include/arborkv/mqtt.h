@@ -110,10 +110,18 @@ enum mqtt_state mqtt_state(const struct mqtt *m);
 const char *mqtt_state_name(enum mqtt_state s);
 /* Whether the link is connected, stalled or not: publishes are attempted only then. */
 bool mqtt_is_up(const struct mqtt *m);
+/*
+ * QoS 1 publishes that would go on the wire now (0 when not connected): the broker's Receive
+ * Maximum (MQTT 5; 65535 without one, and with MQTT 3.1.1) minus those awaiting acknowledgement.
+ * Publishes beyond it wait in paho's queue for up to a second after the window frees, so a bulk
+ * sender (the outbox) sends only while there is room.
+ */
+uint32_t mqtt_send_room(const struct mqtt *m);
 
 struct mqtt_link_info {
     uint64_t forced_reconnects; /* links replaced because they stalled */
     uint32_t unacked;           /* publishes outstanding on the current connection */
+    uint32_t send_window;       /* publishes the broker takes unacknowledged (0: not connected) */
     uint64_t stalled_ms;        /* how long the link has made no progress (0: it does) */
     const char *last_error;     /* the last send failure other than "not connected", or "" */
     uint64_t last_error_age_s;  /* seconds since it (0 when none) */
