@@ -19,7 +19,7 @@
 #include "arborkv/hlc.h"
 #include "arborkv/log.h"
 #include "arborkv/loop.h"
-#include "arborkv/lww.h"
+#include "arborkv/kv.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
 #include "arborkv/purge.h"
@@ -646,7 +646,7 @@ static void on_nodes(struct session *s, struct cur *c)
 }
 
 /*
- * Applies the records of a RECS page sent by peer `from`. Records refused as purged (lww.h: a
+ * Applies the records of a RECS page sent by peer `from`. Records refused as purged (kv.h: a
  * tombstone newer than them may have been purged here) go back to `from` in a T_DROP message, so
  * the peer drops them too and the trees converge without resurrecting anything
  * (docs/anti-entropy.md, "Tombstone purge"). Returns records applied or -1.
@@ -659,15 +659,14 @@ static int64_t apply_records(struct ae *a, struct ae_recs *r, const char *from)
     int rc;
     buf_reset(&a->drops);
     while ((rc = ae_recs_next(r, &rec)) == 1) {
-        (void) hlc_recv(&a->srv->hlc, hlc_wall_ns(), rec.ts);
-        rc = lww_apply(a->srv->store, &rec);
+        rc = kv_apply_remote(&a->srv->hlc, a->srv->store, &rec);
         if (rc < 0) {
             a->srv->txn_failed = true;
             return -1;
         }
         a->stats.records_received++;
-        if (rc == LWW_APPLIED) applied++;
-        if (rc == LWW_PURGED) {
+        if (rc == KV_APPLIED) applied++;
+        if (rc == KV_PURGED) {
             put_rec(&a->drops, &rec);
             refused++;
         }

@@ -18,18 +18,3 @@ int lww_cmp(const struct store_rec *a, const struct store_rec *b)
     if (a->value_len != b->value_len) return a->value_len > b->value_len ? 1 : -1;
     return 0;
 }
-
-/* store_put_if's condition for lww_apply; arg is the store. */
-static int beats_stored(void *arg, const struct store_rec *cur, const struct store_rec *in)
-{
-    if (!cur) /* its key may have had a newer tombstone, purged since */
-        return in->ts <= store_purge_horizon(arg) ? LWW_PURGED : 0;
-    int c = lww_cmp(in, cur);
-    return c > 0 ? 0 : c == 0 ? LWW_SAME : LWW_OLDER;
-}
-
-int lww_apply(struct store *st, const struct store_rec *in)
-{
-    int rc = store_put_if(st, in, beats_stored, st);
-    return rc == 0 ? LWW_APPLIED : rc;
-}

@@ -407,14 +407,13 @@ static int apply_record(struct run *r, const struct store_rec *rec)
                              (!rec->value_len || !memcmp(cur.value, rec->value, rec->value_len))));
     if (cmp > 0) {
         /* The remote's record is the newer write: store it as it is, like a repair. */
-        (void) hlc_recv(&srv->hlc, hlc_wall_ns(), rec->ts);
-        rc = lww_apply(srv->store, rec);
+        rc = kv_apply_remote(&srv->hlc, srv->store, rec);
         if (rc < 0) {
             srv->txn_failed = true;
             goto storage;
         }
-        /* Refused as older than this node's purge horizon (lww.h): SYNC still wants it. */
-        if (rc == LWW_PURGED && !rec->tombstone &&
+        /* Refused as older than this node's purge horizon (kv.h): SYNC still wants it. */
+        if (rc == KV_PURGED && !rec->tombstone &&
             kv_write(srv, CODEC_OP_SET, rec->key, rec->key_len, rec->value, rec->value_len, 0) < 0)
             goto storage;
     } else if (!same_live) {

@@ -23,7 +23,7 @@
 #include "arborkv/hlc.h"
 #include "arborkv/log.h"
 #include "arborkv/loop.h"
-#include "arborkv/lww.h"
+#include "arborkv/kv.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
 #include "arborkv/mqtt.h"
@@ -392,7 +392,6 @@ static void apply_event(struct repl *r, const struct codec_event *ev)
         r->stats.own++;
         return;
     }
-    (void) hlc_recv(&srv->hlc, hlc_wall_ns(), ev->ts);
     struct store_rec in = { .key = ev->key,
                             .key_len = ev->key_len,
                             .value = ev->val,
@@ -400,16 +399,16 @@ static void apply_event(struct repl *r, const struct codec_event *ev)
                             .tombstone = !ev->has_val,
                             .ts = ev->ts };
     memcpy(in.op_id, ev->op_id, STORE_OP_ID_BYTES);
-    int rc = lww_apply(srv->store, &in);
+    int rc = kv_apply_remote(&srv->hlc, srv->store, &in);
     if (rc < 0) {
         srv->txn_failed = true;
         return;
     }
-    if (rc == LWW_SAME) {
+    if (rc == KV_SAME) {
         r->stats.duplicate++;
         return;
     }
-    if (rc == LWW_OLDER || rc == LWW_PURGED) {
+    if (rc == KV_OLDER || rc == KV_PURGED) {
         r->stats.rejected++;
         return;
     }

@@ -4,7 +4,6 @@
  * persistence, scans over binary keys, and the files store_open must refuse without touching.
  * Each case works in its own mkdtemp() directory and removes it at the end.
  */
-#include "arborkv/lww.h"
 #include "arborkv/merkle.h"
 #include "arborkv/store.h"
 
@@ -1203,51 +1202,6 @@ TEST(drop_deletes_only_the_exact_version)
     rm_tmp();
 }
 
-TEST(lww_apply_refuses_what_a_purged_tombstone_may_have_beaten)
-{
-    make_tmp();
-    struct store *st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
-    put(st, "gone", NULL, 100); /* deleted at 100 */
-    put(st, "kept", "v", 20);
-    ASSERT_OK(store_commit(st));
-    uint64_t n;
-    ASSERT_OK(store_begin(st));
-    ASSERT_OK(store_purge(st, 150, 100, &n));
-    ASSERT_OK(store_commit(st));
-    ASSERT_U64_EQ(n, 1);
-
-    /* The live value the delete replaced, arriving late: refused, not resurrected. */
-    struct store_rec late = { .key = (const uint8_t *) "gone", .key_len = 4,
-                              .value = (const uint8_t *) "old", .value_len = 3, .ts = 90 };
-    fill_op_id(late.op_id, 90);
-    ASSERT_EQ(lww_apply(st, &late), LWW_PURGED);
-    late.ts = 100; /* not above the horizon either */
-    ASSERT_EQ(lww_apply(st, &late), LWW_PURGED);
-    late.tombstone = true; /* nor an old tombstone */
-    late.ts = 99;
-    ASSERT_EQ(lww_apply(st, &late), LWW_PURGED);
-    ASSERT_OK(store_commit(st));
-    ASSERT(!has_rec(st, "gone"));
-    /* A key the store holds is decided by LWW as always, whatever its age. */
-    struct store_rec aged = { .key = (const uint8_t *) "kept", .key_len = 4,
-                              .value = (const uint8_t *) "w", .value_len = 1, .ts = 30 };
-    fill_op_id(aged.op_id, 30);
-    ASSERT_EQ(lww_apply(st, &aged), LWW_APPLIED);
-    /* A newer write of the purged key is welcome. */
-    struct store_rec newer = late;
-    newer.tombstone = false;
-    newer.ts = 101;
-    ASSERT_EQ(lww_apply(st, &newer), LWW_APPLIED);
-    ASSERT_OK(store_commit(st));
-    expect(st, "kept", "w");
-    expect(st, "gone", "old");
-    bool tomb = true;
-    ASSERT_U64_EQ(rec_ts(st, "gone", &tomb), 101);
-    ASSERT(!tomb);
-    store_close(st);
-    rm_tmp();
-}
-
 /* store_put_if's condition for the test: records what it was shown, answers *arg. */
 struct cond_probe {
     int answer;
@@ -1360,7 +1314,6 @@ TEST_LIST{
     TEST_ENTRY(schema_1_is_migrated_keeping_records),
     TEST_ENTRY(purge_deletes_only_expired_tombstones_and_keeps_the_tree_in_step),
     TEST_ENTRY(drop_deletes_only_the_exact_version),
-    TEST_ENTRY(lww_apply_refuses_what_a_purged_tombstone_may_have_beaten),
     TEST_ENTRY(put_if_writes_only_when_the_condition_agrees),
     TEST_ENTRY(reads_share_a_transaction_that_a_write_continues),
     TEST_ENTRY(put_get_sqlite),

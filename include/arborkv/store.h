@@ -155,7 +155,7 @@ int store_scan(struct store *st, const uint8_t *prefix, size_t prefix_len, const
  *
  * store_purge_horizon: the largest ts of a record purged or dropped here, ever (persisted; 0 when
  * none). A record with ts <= horizon for a key this store holds nothing for may be one whose
- * tombstone was purged: lww_apply refuses it.
+ * tombstone was purged: kv_apply_remote refuses it.
  */
 int store_purge(struct store *st, uint64_t before, size_t limit, uint64_t *purged);
 int store_drop(struct store *st, const struct store_rec *rec);
