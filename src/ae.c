@@ -660,10 +660,7 @@ static int64_t apply_records(struct ae *a, struct ae_recs *r, const char *from)
     buf_reset(&a->drops);
     while ((rc = ae_recs_next(r, &rec)) == 1) {
         rc = kv_apply_remote(&a->srv->hlc, a->srv->store, &rec);
-        if (rc < 0) {
-            a->srv->txn_failed = true;
-            return -1;
-        }
+        if (rc < 0) return -1; /* the turn has failed (store.h) */
         a->stats.records_received++;
         if (rc == KV_APPLIED) applied++;
         if (rc == KV_PURGED) {
@@ -701,10 +698,7 @@ static void on_drop(struct ae *a, struct cur *c)
         if (r.ts >= cutoff) continue;
         int rc = store_begin(a->srv->store);
         if (rc == 0) rc = store_drop(a->srv->store, &r);
-        if (rc < 0) {
-            a->srv->txn_failed = true;
-            return;
-        }
+        if (rc < 0) return; /* the turn has failed (store.h) */
         a->stats.records_dropped += (uint64_t) rc;
     }
     if (c->bad || c->left) a->stats.malformed++;

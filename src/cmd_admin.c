@@ -31,6 +31,7 @@
 #include "arborkv/resp.h"
 #include "arborkv/server.h"
 #include "arborkv/store.h"
+#include "arborkv/turn.h"
 #include "cmd_int.h"
 
 #define CLIENT_NAME_MAX 256 /* bytes in a CLIENT SETNAME name */
@@ -134,12 +135,13 @@ void cmd_stats(struct cmd_ctx *x)
     for (int i = 0; i < STAT_NONE; i++)
         buf_printf(b, "%s:%llu\r\n", stat_names[i], (unsigned long long) srv->stats.by_cat[i]);
     buf_printf(b, "used_memory_kb:%llu\r\n", (unsigned long long) (memory_used() / 1024));
+    struct turn_stats ts;
+    turn_get_stats(srv->turn, &ts);
     buf_printf(b,
                "rejected_connections:%llu\r\ncommits:%llu\r\ncommit_failures:%llu\r\n"
                "output_limit_disconnects:%llu\r\nprotocol_errors:%llu\r\n",
                (unsigned long long) srv->stats.rejected_connections,
-               (unsigned long long) srv->stats.commits,
-               (unsigned long long) srv->stats.commit_failures,
+               (unsigned long long) ts.commits, (unsigned long long) ts.failures,
                (unsigned long long) srv->stats.output_limit_disconnects,
                (unsigned long long) srv->stats.protocol_errors);
     reply_lines(x, "STATS", b);
@@ -209,12 +211,15 @@ void cmd_info(struct cmd_ctx *x)
                    srv->max_clients);
     if (want_section(x, "MEMORY"))
         buf_printf(b, "# Memory\r\nused_memory:%llu\r\n\r\n", (unsigned long long) memory_used());
-    if (want_section(x, "PERSISTENCE"))
+    if (want_section(x, "PERSISTENCE")) {
+        struct turn_stats ts;
+        turn_get_stats(srv->turn, &ts);
         buf_printf(b,
                    "# Persistence\r\nloading:0\r\naof_enabled:0\r\nstorage_engine:%s\r\n"
                    "fsync:%s\r\ncommits:%llu\r\ncommit_failures:%llu\r\n\r\n",
-                   srv->engine_name, srv->fsync_name, (unsigned long long) srv->stats.commits,
-                   (unsigned long long) srv->stats.commit_failures);
+                   srv->engine_name, srv->fsync_name, (unsigned long long) ts.commits,
+                   (unsigned long long) ts.failures);
+    }
     if (want_section(x, "STATS"))
         buf_printf(b,
                    "# Stats\r\ntotal_connections_received:%llu\r\n"
@@ -400,7 +405,7 @@ void cmd_arborkv_ae(struct cmd_ctx *x)
 void cmd_shutdown(struct cmd_ctx *x)
 {
     /* The reply (line protocol) and every write of this turn are committed and flushed by
-     * conn_before_sleep before the loop stops. RESP gets no reply, as from Redis: clients
+     * the before-sleep hook before the loop stops. RESP gets no reply, as from Redis: clients
      * such as redis-py treat a reply to SHUTDOWN as a failure. */
     if (!x->resp) reply_ok(x);
     conn_close_after_reply(x->c);

@@ -1,17 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * conn: listener, client connections and the group commit; see include/arborkv/conn.h.
+ * conn: listener and client connections; see include/arborkv/conn.h.
  *
  * A turn of the event loop goes: readable sockets are read and their complete requests run
  * (handlers append replies to c->out and stage writes in one SQLite transaction); then the
- * before-sleep hook commits that transaction and only after a successful commit writes the
- * replies out. Output is therefore never written from a read handler, and an EPOLLOUT event for a
- * client that ran commands this turn is ignored until the commit (its output may hold replies
- * that are not durable yet).
+ * before-sleep hook ends the turn (turn.h: commit) and only after a successful commit writes the
+ * replies out (conn_flush_turn). Output is therefore never written from a read handler, and an
+ * EPOLLOUT event for a client that ran commands this turn is ignored until the commit (its output
+ * may hold replies that are not durable yet).
  *
  * Clients paused by backpressure (too much unsent output) go on a resume list when their output
- * drains; the before-sleep hook runs their buffered requests, commits and flushes again, a few
- * rounds at most, then arms a zero-delay timer so the loop does not block with work buffered.
+ * drains; the before-sleep hook runs their buffered requests (conn_run_buffered), commits and
+ * flushes again, a few rounds at most, then conn_end_turn arms a zero-delay timer so the loop
+ * does not block with work buffered.
  *
  * THREADING: event-loop thread only.
  */
@@ -29,17 +30,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "arborkv/ae.h"
 #include "arborkv/cmd.h"
 #include "arborkv/log.h"
 #include "arborkv/loop.h"
 #include "arborkv/mem.h"
-#include "arborkv/repl.h"
 #include "arborkv/server.h"
-#include "arborkv/store.h"
 
 #define ACCEPTS_PER_EVENT 256 /* bound the work of one readable event on the listener */
-#define RESUME_ROUNDS     4   /* resume/commit/flush rounds per before-sleep */
 
 static void on_client(struct loop *l, int fd, unsigned events, void *arg);
 static void process_input(struct conn *c);
@@ -447,29 +444,12 @@ static void on_client(struct loop *l, int fd, unsigned events, void *arg)
     if ((events & LOOP_READ) && !(c->flags & CONN_CLOSING)) read_input(c);
 }
 
-/* Commits the turn's writes; on failure replaces the turn's replies with an error. */
-static void group_commit(struct server *srv)
+/* The turn's commit failed (turn.h): its replies were never sent, and reads too may have seen the
+ * lost writes, so each is replaced by an error and its client closed. */
+void conn_withdraw_turn(struct server *srv)
 {
-    if (!srv->txn_failed && !store_in_txn(srv->store)) return;
-    int rc = -EIO;
-    /* The turn's replication events join its transaction (the durable outbox). */
-    if (!srv->txn_failed && repl_before_commit(srv->repl) < 0) srv->txn_failed = true;
-    if (srv->txn_failed)
-        store_rollback(srv->store);
-    else
-        rc = store_commit(srv->store);
-    srv->txn_failed = false;
-    repl_after_commit(srv->repl, rc == 0);
-    ae_after_commit(srv->ae, rc == 0);
-    if (rc == 0) {
-        srv->stats.commits++;
-        return;
-    }
-    srv->stats.commit_failures++;
-    log_error("commit failed: replies of this turn are withdrawn and their clients disconnected");
     for (struct conn *c = srv->pending; c; c = c->pending_next) {
         if (!(c->flags & CONN_RAN) || (c->flags & CONN_CLOSING)) continue;
-        /* These replies (reads too: they may have seen the lost writes) were never sent. */
         buf_truncate(&c->out, c->turn_mark);
         static const char msg[] = "write failed: storage error, nothing was stored";
         cmd_reply_error(c, msg, sizeof(msg) - 1);
@@ -485,26 +465,31 @@ static void resume_tick(struct loop *l, void *arg)
     srv->resume_armed = false;
 }
 
-void conn_before_sleep(struct server *srv)
+void conn_run_buffered(struct server *srv)
 {
-    for (int round = 0; round < RESUME_ROUNDS; round++) {
-        /* Resume clients whose output drained with requests still buffered. */
-        for (struct conn *c = srv->pending; c; c = c->pending_next)
-            if (!(c->flags & (CONN_RAN | CONN_CLOSING | CONN_PAUSED | CONN_BLOCKED)) && c->in.len &&
-                conn_unsent(c) < CONN_SOFT_OUTPUT_BYTES)
-                process_input(c);
-        group_commit(srv);
-        struct conn *list = srv->pending;
-        srv->pending = NULL;
-        for (struct conn *c = list, *next; c; c = next) {
-            next = c->pending_next;
-            c->flags &= ~(CONN_PENDING | CONN_RAN);
-            c->pending_next = NULL;
-            if (c->flags & CONN_CLOSING) continue;
-            flush(c);
-        }
-        if (!srv->pending) break;
+    /* Clients whose output drained with requests still buffered. */
+    for (struct conn *c = srv->pending; c; c = c->pending_next)
+        if (!(c->flags & (CONN_RAN | CONN_CLOSING | CONN_PAUSED | CONN_BLOCKED)) && c->in.len &&
+            conn_unsent(c) < CONN_SOFT_OUTPUT_BYTES)
+            process_input(c);
+}
+
+bool conn_flush_turn(struct server *srv)
+{
+    struct conn *list = srv->pending;
+    srv->pending = NULL;
+    for (struct conn *c = list, *next; c; c = next) {
+        next = c->pending_next;
+        c->flags &= ~(CONN_PENDING | CONN_RAN);
+        c->pending_next = NULL;
+        if (c->flags & CONN_CLOSING) continue;
+        flush(c);
     }
+    return srv->pending != NULL;
+}
+
+void conn_end_turn(struct server *srv)
+{
     /* Still work buffered (heavy pipelining): don't let epoll_wait block on it. */
     if (srv->pending && !srv->resume_armed) {
         srv->resume_armed = true;
@@ -515,7 +500,6 @@ void conn_before_sleep(struct server *srv)
         srv->closing = c->closing_next;
         conn_free(c);
     }
-    repl_pump(srv->repl); /* what this turn committed, and room freed by acknowledgements */
 }
 
 void conn_close_all(struct server *srv, uint64_t timeout_us)

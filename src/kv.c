@@ -30,9 +30,8 @@ int kv_write(struct server *srv, enum codec_op op, const uint8_t *key, size_t ke
         rc = store_put_local(srv->store, &rec);
         if (rc == 0) repl_record(srv->repl, op, &rec);
     }
-    /* The turn's transaction can no longer be trusted: conn.c rolls it back and withdraws
-     * every reply of the turn instead of committing. */
-    if (rc < 0) srv->txn_failed = true;
+    /* On failure the store has marked the turn's transaction failed: the turn (turn.h) rolls
+     * it back and withdraws every reply of the turn instead of committing. */
     return rc;
 }
 

@@ -35,11 +35,13 @@
 #include "arborkv/repl.h"
 #include "arborkv/server.h"
 #include "arborkv/store.h"
+#include "arborkv/turn.h"
 
 #define SHUTDOWN_FLUSH_US  500000    /* time given to clients to read their last replies */
 #define EXIT_CONFIG        2         /* bad configuration or command line */
 #define REPL_DISCONNECT_MS 300       /* time given to the broker link to say goodbye at shutdown */
 #define MAX_TREE_LEAVES    (1 << 20) /* Merkle leaf buckets at most (~38 MB of tree) */
+#define RESUME_ROUNDS      4         /* run buffered/commit/flush rounds per before-sleep */
 
 static void on_signal(struct loop *l, int fd, unsigned events, void *arg)
 {
@@ -54,16 +56,58 @@ static void on_signal(struct loop *l, int fd, unsigned events, void *arg)
     UNUSED(l);
 }
 
+/*
+ * The end of every loop turn (redis's beforeSleep): the turn's commit (turn.h) comes after its
+ * requests ran and before any reply is written; clients that pipelined more than fitted their
+ * output get a few more rounds; then replication publishes what was committed (and fills the
+ * room acknowledgements freed), the read transaction ends and the store does its upkeep.
+ */
 static void before_sleep(struct loop *l, void *arg)
 {
     struct server *srv = arg;
-    conn_before_sleep(srv);
+    for (int round = 0; round < RESUME_ROUNDS; round++) {
+        conn_run_buffered(srv);
+        (void) turn_end(srv->turn);
+        if (!conn_flush_turn(srv)) break;
+    }
+    conn_end_turn(srv);
+    repl_pump(srv->repl); /* what this turn committed, and room freed by acknowledgements */
     store_end_read(srv->store); /* the turn's read transaction, if no write ended it */
     store_maintain(srv->store); /* after the turn's replies and publishes are out */
     if (srv->stopping) {
         conn_stop_listening(srv);
         loop_stop(l);
     }
+}
+
+/* Hooks of the turn's commit, in turn.h's slot order. */
+static int outbox_before_commit(void *arg)
+{
+    return repl_before_commit(arg);
+}
+
+static void outbox_after_commit(void *arg, bool committed)
+{
+    repl_after_commit(arg, committed);
+}
+
+static void ae_turn_ended(void *arg, bool committed)
+{
+    ae_after_commit(arg, committed);
+}
+
+static void replies_after_commit(void *arg, bool committed)
+{
+    if (!committed) conn_withdraw_turn(arg);
+}
+
+static void set_turn_hooks(struct server *srv)
+{
+    turn_set_hook(srv->turn, TURN_OUTBOX,
+                  &(struct turn_hook){ outbox_before_commit, outbox_after_commit, srv->repl });
+    turn_set_hook(srv->turn, TURN_AE, &(struct turn_hook){ NULL, ae_turn_ended, srv->ae });
+    turn_set_hook(srv->turn, TURN_REPLIES,
+                  &(struct turn_hook){ NULL, replies_after_commit, srv });
 }
 
 /* Lets the process hold max_clients sockets plus the store and a margin. */
@@ -254,6 +298,7 @@ int main(int argc, char **argv)
                                : default_node_id(&conf);
     srv.loop = loop;
     srv.store = store;
+    srv.turn = turn_new(store);
     srv.tree = tree;
     srv.node_id = node_id;
     srv.engine_name = store_engine_name(store);
@@ -281,6 +326,7 @@ int main(int argc, char **argv)
     /* After the signal mask (paho's threads inherit it: signals stay with the signalfd) and
      * after the listener (clients are served while the broker is still being reached). */
     if (start_replication(&srv, &conf) < 0) goto out;
+    set_turn_hooks(&srv);
     loop_set_before_sleep(loop, before_sleep, &srv);
     log_info("arborkv %s node %s listening on %s:%d (engine %s, fsync %s)", ARBORKV_VERSION,
              node_id, conf.host, srv.port, srv.engine_name, srv.fsync_name);
@@ -305,6 +351,7 @@ out:
     purge_free(srv.purge);
     if (sfd >= 0) (void) close(sfd);
     if (srv.cmd_state) cmd_free(&srv);
+    turn_free(srv.turn);
     store_close(store);
     merkle_free(tree);
     loop_free(loop);

@@ -408,10 +408,7 @@ static int apply_record(struct run *r, const struct store_rec *rec)
     if (cmp > 0) {
         /* The remote's record is the newer write: store it as it is, like a repair. */
         rc = kv_apply_remote(&srv->hlc, srv->store, rec);
-        if (rc < 0) {
-            srv->txn_failed = true;
-            goto storage;
-        }
+        if (rc < 0) goto storage; /* the turn has failed (store.h) */
         /* Refused as older than this node's purge horizon (kv.h): SYNC still wants it. */
         if (rc == KV_PURGED && !rec->tombstone &&
             kv_write(srv, CODEC_OP_SET, rec->key, rec->key_len, rec->value, rec->value_len, 0) < 0)

@@ -38,8 +38,7 @@ static void tick(struct loop *l, void *arg)
     /* The batch joins this turn's transaction, which the group commit ends (conn.c). */
     int rc = cutoff ? store_begin(srv->store) : 0;
     if (cutoff && rc == 0) rc = store_purge(srv->store, cutoff, PURGE_BATCH, &n);
-    if (rc < 0) {
-        srv->txn_failed = true;
+    if (rc < 0) { /* the store has marked the turn failed: it is rolled back */
         log_error("purge: deleting expired tombstones failed; retrying in %llu s",
                   (unsigned long long) (p->interval_us / 1000000));
         n = 0;

@@ -1001,11 +1001,14 @@ int store_begin(struct store *st)
 {
     release_pending(st);
     if (st->in_txn) return 0;
+    if (st->txn_failed) return -EIO; /* an earlier BEGIN of this turn failed */
     int rc = st->read_open ? 0 : run(st, STMT_BEGIN); /* the turn's reads began it already */
-    if (rc < 0) return rc;
+    if (rc < 0) {
+        st->txn_failed = true; /* the turn's writes have nowhere to go: it fails (store.h) */
+        return rc;
+    }
     st->read_open = false;
     st->in_txn = true;
-    st->txn_failed = false;
     st->live_count_at_begin = st->live_count;
     st->horizon_at_begin = st->horizon;
     return 0;
@@ -1032,7 +1035,11 @@ static void end_with_rollback(struct store *st)
 int store_commit(struct store *st)
 {
     release_pending(st);
-    if (!st->in_txn) return 0;
+    if (!st->in_txn) {
+        if (!st->txn_failed) return 0;
+        st->txn_failed = false; /* a BEGIN failed: nothing to roll back, the turn still failed */
+        return -EIO;
+    }
     if (st->txn_failed) {
         log_error("store: commit: a write of this transaction failed, rolling back");
         end_with_rollback(st);
@@ -1052,11 +1059,17 @@ void store_rollback(struct store *st)
 {
     release_pending(st);
     if (st->in_txn) end_with_rollback(st);
+    st->txn_failed = false;
 }
 
 bool store_in_txn(const struct store *st)
 {
     return st->in_txn;
+}
+
+bool store_txn_failed(const struct store *st)
+{
+    return st->txn_failed;
 }
 
 void store_end_read(struct store *st)
@@ -1130,6 +1143,7 @@ static int writable(struct store *st, const char *op)
     assert(st->in_txn); /* caller contract: writes happen inside store_begin/store_commit */
     if (!st->in_txn) {
         log_error("store: %s: no open transaction", op);
+        st->txn_failed = true;
         return -EIO;
     }
     return st->txn_failed ? -EIO : 0;
@@ -1146,7 +1160,7 @@ static int put(struct store *st, const struct store_rec *rec, uint64_t *supersed
 {
     if (cond) {
         reading(st);
-        if (st->in_txn && st->txn_failed) return -EIO;
+        if (st->txn_failed) return -EIO;
     } else if (writable(st, "put") < 0) {
         return -EIO;
     }

@@ -2,10 +2,10 @@
 /*
  * conn: the TCP listener and client connections: non-blocking sockets, input and output buffers,
  * protocol detection (first byte '*' -> RESP2, else line protocol, protocol.md intro), framing,
- * per-client limits, and the group commit that makes replies durable before they leave.
+ * per-client limits, and the order that makes replies durable before they leave.
  *
  * Replies are never written while commands run. Handlers append to c->out; the loop's before-sleep
- * hook (conn_before_sleep) commits the turn's transaction first and only then writes every pending
+ * hook commits the turn's transaction first (turn.h) and only then writes every pending
  * output buffer (redis beforeSleep order). A failed commit replaces the turn's replies with an
  * error and closes those clients, so nothing is acknowledged that is not durable.
  *
@@ -87,8 +87,19 @@ int conn_listen(struct server *srv, const char *host, int port);
 /* Stops accepting (closes the listener). */
 void conn_stop_listening(struct server *srv);
 
-/* Before-sleep hook: group commit, then flush replies, then free closed connections. */
-void conn_before_sleep(struct server *srv);
+/*
+ * The connections' part of the loop's before-sleep hook (main.c), around the turn's commit
+ * (turn.h), in this order:
+ *   conn_run_buffered   runs the buffered requests of clients whose output has drained;
+ *   (turn_end)          commits; on failure its hook calls conn_withdraw_turn;
+ *   conn_flush_turn     writes the replies out; true while clients still have requests buffered
+ *                       (the hook repeats the three a few times);
+ *   conn_end_turn       keeps the loop from sleeping on buffered work, frees closed connections.
+ */
+void conn_run_buffered(struct server *srv);
+void conn_withdraw_turn(struct server *srv);
+bool conn_flush_turn(struct server *srv);
+void conn_end_turn(struct server *srv);
 
 /* Marks c to be closed once its pending output is written. */
 void conn_close_after_reply(struct conn *c);

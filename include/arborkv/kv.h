@@ -33,7 +33,7 @@ struct store_rec;
 /*
  * Writes a value (or a tombstone for CODEC_OP_DEL) as a new local operation: HLC ts (ts == 0:
  * now), fresh op_id, in the turn's transaction, and hands it to replication as an `op` event.
- * Returns 0, or <0 after marking the turn failed (srv->txn_failed).
+ * Returns 0, or <0 (the store has then marked the turn failed: store.h).
  */
 int kv_write(struct server *srv, enum codec_op op, const uint8_t *key, size_t key_len,
              const uint8_t *value, size_t value_len, uint64_t ts);

@@ -27,6 +27,7 @@ struct repl;
 struct ae;
 struct purge;
 struct mirror;
+struct turn;
 
 /* Command families counted by STATS (protocol.md §4), in output order. */
 enum stat_cat {
@@ -58,8 +59,6 @@ struct server_stats {
     uint64_t rejected_connections;     /* refused because max_clients was reached */
     uint64_t total_commands;           /* parsed commands, counted before they run */
     uint64_t by_cat[STAT_NCATS];       /* per family, see enum stat_cat */
-    uint64_t commits;                  /* group commits done */
-    uint64_t commit_failures;          /* group commits that failed (replies turned into errors) */
     uint64_t output_limit_disconnects; /* clients dropped for exceeding client_output_limit */
     uint64_t protocol_errors;          /* connections closed for a protocol error */
 };
@@ -67,6 +66,7 @@ struct server_stats {
 struct server {
     struct loop *loop;         /* event loop (borrowed from main) */
     struct store *store;       /* record store (borrowed from main) */
+    struct turn *turn;         /* the turn's commit (owned by main); INFO reads its counters */
     struct merkle *tree;       /* Merkle tree over the store's records (borrowed from main) */
     struct hlc hlc;            /* hybrid logical clock for local writes */
     struct opid_pool opids;    /* random op_ids of local writes */
@@ -86,7 +86,6 @@ struct server {
     uint64_t next_client_id;   /* last client id handed out */
     struct conn *pending;      /* singly linked: conns with output or work this turn */
     struct conn *closing;      /* singly linked: conns to free after the turn */
-    bool txn_failed;           /* a store write failed this turn: roll back, error the turn */
     bool stopping;             /* SHUTDOWN or a signal: stop once replies are flushed */
     bool resume_armed;         /* a zero-delay timer is armed to resume buffered work */
     uint64_t start_us;         /* loop_now_us() at start */

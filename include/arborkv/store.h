@@ -68,13 +68,23 @@ void store_maintain(struct store *st);
 /* Frames (pages) in the WAL after the last commit; 0 for the memory engine or before any. */
 uint64_t store_wal_frames(const struct store *st);
 
-/* Opens a write transaction (BEGIN IMMEDIATE) unless one is open. Returns 0 or -EIO. */
+/*
+ * The transaction's failed state lives here and nowhere else: a write that fails (and a BEGIN
+ * that fails) marks it, later writes of the transaction are refused with -EIO, and the commit
+ * rolls back and returns -EIO. Callers only pass the -EIO on; the turn (turn.h) reads the state
+ * through store_commit. So no error of a turn's write can be lost on the way to its commit.
+ */
+/* Opens a write transaction (BEGIN IMMEDIATE) unless one is open. Returns 0 or -EIO (failed). */
 int store_begin(struct store *st);
-/* Commits the open transaction (no-op without one). Returns 0 or -EIO (then it is rolled back). */
+/* Commits the open transaction. Returns 0 (also without one), or -EIO when the transaction (or
+ * its BEGIN) failed or COMMIT failed: then it is rolled back and the failed state cleared. */
 int store_commit(struct store *st);
-/* Rolls back the open transaction (no-op without one); restores the live-key count. */
+/* Rolls back the open transaction (no-op without one); restores the live-key count and clears
+ * the failed state. */
 void store_rollback(struct store *st);
 bool store_in_txn(const struct store *st);
+/* Whether the transaction of this turn has failed (see above); cleared by commit and rollback. */
+bool store_txn_failed(const struct store *st);
 
 /*
  * The reads of a loop turn (store_get, store_get_rec, store_scan, store_outbox_next, the probe of
