@@ -19,7 +19,7 @@
 #include "arborkv/hlc.h"
 #include "arborkv/log.h"
 #include "arborkv/loop.h"
-#include "arborkv/kv.h"
+#include "arborkv/kv_apply.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
 #include "arborkv/purge.h"
@@ -646,7 +646,7 @@ static void on_nodes(struct session *s, struct cur *c)
 }
 
 /*
- * Applies the records of a RECS page sent by peer `from`. Records refused as purged (kv.h: a
+ * Applies the records of a RECS page sent by peer `from`. Records refused as purged (kv_apply.h: a
  * tombstone newer than them may have been purged here) go back to `from` in a T_DROP message, so
  * the peer drops them too and the trees converge without resurrecting anything
  * (docs/anti-entropy.md, "Tombstone purge"). Returns records applied or -1.
@@ -820,8 +820,10 @@ int ae_answer(struct ae *a, const uint8_t *req, size_t len, struct buf *reply)
     return 0;
 }
 
-void ae_on_message(struct ae *a, const uint8_t *payload, size_t len)
+/* A message on this node's ae topic (repl_listen). */
+static void ae_on_message(void *arg, const uint8_t *payload, size_t len)
 {
+    struct ae *a = arg;
     struct cur c = { payload, len, false };
     a->stats.bytes_received += len;
     unsigned type;
@@ -925,8 +927,10 @@ static void catchup_session_ended(struct ae *a)
         a->catchup_tries = 0;
 }
 
-void ae_link_up(struct ae *a)
+/* The link has just connected: a catch-up round follows (ae_new). */
+static void ae_link_up(void *arg)
 {
+    struct ae *a = arg;
     if (!a->o.enabled) return;
     a->catchup_tries = AE_CATCHUP_TRIES;
     if (!a->link_up_timer)
@@ -955,6 +959,14 @@ int ae_new(struct ae **out, struct server *srv, struct repl *r, const struct ae_
     if (o->enabled)
         a->round_timer =
                 loop_add_timer(srv->loop, (uint64_t) a->o.interval_s * 1000000ULL, round_tick, a);
+    int rc = repl_listen(r, &(struct repl_listener){ .suffix = "ae",
+                                                     .on_message = ae_on_message,
+                                                     .on_link_up = ae_link_up,
+                                                     .arg = a });
+    if (rc < 0) {
+        ae_free(a);
+        return rc;
+    }
     *out = a;
     return 0;
 }

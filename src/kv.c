@@ -2,14 +2,12 @@
 /* kv: local writes and the live-data digest; see include/arborkv/kv.h. */
 #include "arborkv/kv.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <string.h>
 
 #include <sodium.h>
 
 #include "arborkv/hlc.h"
-#include "arborkv/lww.h"
 #include "arborkv/repl.h"
 #include "arborkv/server.h"
 #include "arborkv/store.h"
@@ -33,23 +31,6 @@ int kv_write(struct server *srv, enum codec_op op, const uint8_t *key, size_t ke
     /* On failure the store has marked the turn's transaction failed: the turn (turn.h) rolls
      * it back and withdraws every reply of the turn instead of committing. */
     return rc;
-}
-
-/* store_put_if's condition for kv_apply_remote; arg is the store. */
-static int beats_stored(void *arg, const struct store_rec *cur, const struct store_rec *in)
-{
-    if (!cur) /* its key may have had a newer tombstone, purged since */
-        return in->ts <= store_purge_horizon(arg) ? KV_PURGED : 0;
-    int c = lww_cmp(in, cur);
-    return c > 0 ? 0 : c == 0 ? KV_SAME : KV_OLDER;
-}
-
-int kv_apply_remote(struct hlc *clock, struct store *st, const struct store_rec *in)
-{
-    assert(clock && st && in && in->key_len > 0);
-    (void) hlc_recv(clock, hlc_wall_ns(), in->ts);
-    int rc = store_put_if(st, in, beats_stored, st);
-    return rc == 0 ? KV_APPLIED : rc;
 }
 
 struct hash_walk {

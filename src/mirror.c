@@ -36,6 +36,7 @@
 #include "arborkv/conn.h"
 #include "arborkv/hlc.h"
 #include "arborkv/kv.h"
+#include "arborkv/kv_apply.h"
 #include "arborkv/log.h"
 #include "arborkv/loop.h"
 #include "arborkv/lww.h"
@@ -409,7 +410,7 @@ static int apply_record(struct run *r, const struct store_rec *rec)
         /* The remote's record is the newer write: store it as it is, like a repair. */
         rc = kv_apply_remote(&srv->hlc, srv->store, rec);
         if (rc < 0) goto storage; /* the turn has failed (store.h) */
-        /* Refused as older than this node's purge horizon (kv.h): SYNC still wants it. */
+        /* Refused as older than this node's purge horizon (kv_apply.h): SYNC still wants it. */
         if (rc == KV_PURGED && !rec->tombstone &&
             kv_write(srv, CODEC_OP_SET, rec->key, rec->key_len, rec->value, rec->value_len, 0) < 0)
             goto storage;

@@ -10,6 +10,7 @@
  */
 #include "arborkv/repl.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,11 +20,10 @@
 
 #include "config.h"
 
-#include "arborkv/ae.h"
 #include "arborkv/hlc.h"
 #include "arborkv/log.h"
 #include "arborkv/loop.h"
-#include "arborkv/kv.h"
+#include "arborkv/kv_apply.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
 #include "arborkv/mqtt.h"
@@ -52,7 +52,10 @@ struct repl {
     struct server *srv;
     struct mqtt *mqtt;
     struct repl_opts o; /* strings point into the copies below */
-    char *prefix, *addr, *events_topic, *presence_topic, *sub_events, *sub_nodes, *sub_ae;
+    char *prefix, *addr, *events_topic, *presence_topic, *sub_events, *sub_nodes;
+    struct repl_listener listener; /* the module on {prefix}/{suffix}/{node_id} (anti-entropy) */
+    char *listen_prefix;           /* "{prefix}/{suffix}/", NULL without a listener */
+    char *sub_listener;            /* its subscription */
     bool enabled;   /* REPLICATE enable/disable; link started */
     bool recording; /* local changes go to the outbox */
 
@@ -422,9 +425,9 @@ static void on_message(void *arg, const char *topic, const uint8_t *payload, siz
         on_presence(r, rest + 6, payload, len);
         return;
     }
-    if (!strncmp(rest, "ae/", 3)) {
-        if (r->srv->ae && !strcmp(rest + 3, r->srv->node_id))
-            ae_on_message(r->srv->ae, payload, len);
+    if (r->listen_prefix && !strncmp(topic, r->listen_prefix, strlen(r->listen_prefix))) {
+        if (!strcmp(topic + strlen(r->listen_prefix), r->srv->node_id))
+            r->listener.on_message(r->listener.arg, payload, len);
         return;
     }
     if (strncmp(rest, "events", 6) != 0 || (rest[6] != '\0' && rest[6] != '/')) return;
@@ -454,7 +457,7 @@ static void on_connect(void *arg)
     repl_pump(r);
     /* What the broker acknowledged but never delivered (it crashed, or lost its sessions) is
      * repaired by anti-entropy: a round follows every connect (docs/replication.md). */
-    if (r->srv->ae) ae_link_up(r->srv->ae);
+    if (r->listener.on_link_up) r->listener.on_link_up(r->listener.arg);
 }
 
 static void on_disconnect(void *arg, const char *why)
@@ -481,9 +484,6 @@ int repl_new(struct repl **out, struct server *srv, const struct repl_opts *o)
     r->presence_topic = join(nodes, srv->node_id);
     r->sub_events = join(r->prefix, "/events/#");
     r->sub_nodes = join(nodes, "+");
-    char *ae = join(r->prefix, "/ae/");
-    r->sub_ae = join(ae, srv->node_id);
-    free(ae);
     free(ev);
     free(nodes);
     r->o.prefix = r->prefix;
@@ -522,7 +522,6 @@ int repl_new(struct repl **out, struct server *srv, const struct repl_opts *o)
      * it would receive, decode and drop (apply_event still drops any that come). */
     if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_events, true);
     if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_nodes, false);
-    if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_ae, false);
     if (rc < 0) {
         repl_free(r, 0);
         return rc;
@@ -565,7 +564,8 @@ void repl_free(struct repl *r, int timeout_ms)
     free(r->presence_topic);
     free(r->sub_events);
     free(r->sub_nodes);
-    free(r->sub_ae);
+    free(r->listen_prefix);
+    free(r->sub_listener);
     free(r);
 }
 
@@ -656,6 +656,21 @@ const char *repl_link_state(const struct repl *r)
 {
     if (!r || !r->enabled) return "disabled";
     return mqtt_state_name(mqtt_state(r->mqtt));
+}
+
+int repl_listen(struct repl *r, const struct repl_listener *l)
+{
+    if (!r) return 0;
+    assert(l && l->suffix && l->on_message && !r->listen_prefix);
+    r->listener = *l;
+    char *p = join(r->prefix, "/");
+    char *q = join(p, l->suffix);
+    r->listen_prefix = join(q, "/");
+    r->sub_listener = join(r->listen_prefix, r->srv->node_id);
+    r->listener.suffix = NULL; /* not kept: listen_prefix holds it */
+    free(p);
+    free(q);
+    return mqtt_subscribe(r->mqtt, r->sub_listener, false);
 }
 
 int repl_publish(struct repl *r, const char *suffix, const void *payload, size_t len)

@@ -48,11 +48,16 @@ struct ae_opts {
     int step_timeout_s; /* a step without an answer ends the session */
 };
 
+/*
+ * Creates anti-entropy over the link r: it listens (repl_listen) on {prefix}/ae/{node id} and to
+ * every connect of the link. After a connect, whatever a broker acknowledged and then lost (a
+ * crash, a restart without persistence, a session it dropped) never arrives as an event, so
+ * shortly after (AE_LINK_UP_DELAY_US, time for the outbox to drain) this node starts a session
+ * with every online peer, whichever id is smaller: the later of two peers to reconnect thereby
+ * repairs the pair (no-op when automatic sessions are disabled). 0 or -errno.
+ */
 int ae_new(struct ae **out, struct server *srv, struct repl *r, const struct ae_opts *o);
 void ae_free(struct ae *a); /* NULL-safe */
-
-/* Handles a message received on this node's ae topic. */
-void ae_on_message(struct ae *a, const uint8_t *payload, size_t len);
 
 /* After the turn's COMMIT (committed) or ROLLBACK: sends, or drops, the messages that waited
  * for it (they may describe the transaction's writes). */
@@ -60,15 +65,6 @@ void ae_after_commit(struct ae *a, bool committed);
 
 /* Starts a round now (tests, operators); no-op for pairs with a session running. */
 void ae_run_now(struct ae *a);
-
-/*
- * The MQTT link has just connected (the first time or again). Whatever a broker acknowledged and
- * then lost (a crash, a restart without persistence, a session it dropped) never arrives as an
- * event, so shortly after (AE_LINK_UP_DELAY_US, time for the outbox to drain) this node starts a
- * session with every online peer, whichever id is smaller: the later of two peers to reconnect
- * thereby repairs the pair. No-op when automatic sessions are disabled.
- */
-void ae_link_up(struct ae *a);
 
 /* Appends the anti-entropy lines of INFO ("name:value\r\n" each). */
 void ae_info(const struct ae *a, struct buf *out);

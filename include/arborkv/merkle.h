@@ -41,7 +41,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "arborkv/store.h"
+#include "arborkv/record.h"
 
 #define MERKLE_DIGEST_LEN     32
 #define MERKLE_DEFAULT_FANOUT 16

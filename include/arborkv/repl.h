@@ -22,7 +22,7 @@
 
 #include "arborkv/buf.h"
 #include "arborkv/codec.h"
-#include "arborkv/store.h"
+#include "arborkv/record.h"
 
 struct server;
 struct repl;
@@ -70,6 +70,20 @@ void repl_enable(struct repl *r);
 void repl_disable(struct repl *r);
 bool repl_is_enabled(const struct repl *r);
 size_t repl_peers_online(const struct repl *r);
+
+/*
+ * A module that talks to peers over the link (anti-entropy) listens here rather than being
+ * called by name, so replication depends on nothing above it: on_message gets every payload
+ * published to {prefix}/{suffix}/{this node's id}; on_link_up (optional) runs after each connect,
+ * once the outbox has started publishing again. One listener; suffix is copied. 0 or -errno.
+ */
+struct repl_listener {
+    const char *suffix;
+    void (*on_message)(void *arg, const uint8_t *payload, size_t len);
+    void (*on_link_up)(void *arg);
+    void *arg;
+};
+int repl_listen(struct repl *r, const struct repl_listener *l);
 
 /* Publishes payload (copied) to {prefix}/{suffix}, QoS 1. 0, or -ENOTCONN when not connected. */
 int repl_publish(struct repl *r, const char *suffix, const void *payload, size_t len);

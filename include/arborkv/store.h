@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_OP_ID_BYTES 16 /* replication.md §1 */
+#include "arborkv/record.h"
 
 struct store;
 
@@ -31,17 +31,6 @@ enum store_engine {
 enum store_durability {
     STORE_DURABLE_PROCESS = 0, /* synchronous=NORMAL: survives kill -9 (fsync = "normal") */
     STORE_DURABLE_POWER = 1,   /* synchronous=FULL: also survives power loss (fsync = "always") */
-};
-
-/* One record. Pointers are [borrow]: valid until the next call into the store. */
-struct store_rec {
-    const uint8_t *key;               /* key bytes */
-    size_t key_len;                   /* bytes */
-    const uint8_t *value;             /* value bytes; NULL when tombstone (or empty value) */
-    size_t value_len;                 /* bytes; 0 for a tombstone */
-    bool tombstone;                   /* true: a delete marker, invisible to clients */
-    uint64_t ts;                      /* HLC nanoseconds since the Unix epoch */
-    uint8_t op_id[STORE_OP_ID_BYTES]; /* operation id */
 };
 
 /*

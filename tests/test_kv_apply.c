@@ -4,7 +4,7 @@
  * anti-entropy repair, SYNC) enters the store: last-write-wins against the stored record, the
  * clock, the Merkle tree, and the refusal of what a purged tombstone may have beaten.
  */
-#include "arborkv/kv.h"
+#include "arborkv/kv_apply.h"
 
 #include "arborkv/hlc.h"
 #include "arborkv/merkle.h"
@@ -22,7 +22,7 @@ struct fixture {
 
 static void setup(struct fixture *f)
 {
-    test_make_tmp(tmp_root, sizeof(tmp_root), "kv");
+    test_make_tmp(tmp_root, sizeof(tmp_root), "kv-apply");
     char err[256] = "";
     int rc = store_open(&f->st, STORE_ENGINE_SQLITE, tmp_root, STORE_DURABLE_PROCESS, err,
                         sizeof(err));
