@@ -145,3 +145,20 @@ void buf_add_field(struct buf *b, const char *name, uint64_t value)
     buf_append_u64(b, value);
     buf_append(b, "\r\n", 2);
 }
+
+int slice_cmp_upper(const struct slice *s, const char *upper)
+{
+    size_t i = 0;
+    for (; i < s->len && upper[i]; i++) {
+        int a = s->p[i] >= 'a' && s->p[i] <= 'z' ? s->p[i] - 32 : s->p[i];
+        int b = (unsigned char) upper[i];
+        if (a != b) return a - b;
+    }
+    if (i < s->len) return 1;
+    return upper[i] ? -1 : 0;
+}
+
+bool slice_is(const struct slice *s, const char *upper)
+{
+    return slice_cmp_upper(s, upper) == 0;
+}

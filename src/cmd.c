@@ -34,7 +34,7 @@
 #define LR (CMD_LINE | CMD_RESP)
 
 /* Sorted by name: cmd_init checks it. */
-const struct cmd_def cmd_table[] = {
+static const struct cmd_def cmd_table[] = {
     { "APPEND", 3, LR, STAT_STRING, cmd_append },
     { "ARBORKV.AE", 2, R, STAT_NONE, cmd_arborkv_ae },
     { "AUTH", -2, R, STAT_NONE, cmd_auth },
@@ -86,7 +86,7 @@ const struct cmd_def cmd_table[] = {
     { "VERSION", 1, LR, STAT_MANAGEMENT, cmd_version },
     { "WATCH", -2, R | CMD_TXN, STAT_NONE, cmd_watch },
 };
-const size_t cmd_table_len = sizeof(cmd_table) / sizeof(cmd_table[0]);
+static const size_t cmd_table_len = sizeof(cmd_table) / sizeof(cmd_table[0]);
 
 #undef L
 #undef R
@@ -106,29 +106,12 @@ struct multi_state {
     bool dirty;          /* an error while queueing: EXEC aborts */
 };
 
-static int upper_cmp(const uint8_t *p, size_t len, const char *name)
-{
-    size_t i = 0;
-    for (; i < len && name[i]; i++) {
-        int a = p[i] >= 'a' && p[i] <= 'z' ? p[i] - 32 : p[i];
-        int b = (unsigned char) name[i];
-        if (a != b) return a - b;
-    }
-    if (i < len) return 1;
-    return name[i] ? -1 : 0;
-}
-
-bool slice_is(const struct slice *s, const char *upper)
-{
-    return upper_cmp(s->p, s->len, upper) == 0;
-}
-
 static const struct cmd_def *lookup(const struct slice *name)
 {
     size_t lo = 0, hi = cmd_table_len;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        int c = upper_cmp(name->p, name->len, cmd_table[mid].name);
+        int c = slice_cmp_upper(name, cmd_table[mid].name);
         if (c == 0) return &cmd_table[mid];
         if (c < 0)
             hi = mid;
@@ -136,119 +119,6 @@ static const struct cmd_def *lookup(const struct slice *name)
             lo = mid + 1;
     }
     return NULL;
-}
-
-/* ---- replies ---- */
-
-static void crlf(struct buf *b)
-{
-    buf_append(b, "\r\n", 2);
-}
-
-void reply_ok(struct cmd_ctx *x)
-{
-    buf_append_str(x->out, x->resp ? "+OK\r\n" : "OK\r\n");
-}
-
-void cmd_reply_ok(struct conn *c)
-{
-    buf_append_str(&c->out, c->proto == CONN_PROTO_RESP ? "+OK\r\n" : "OK\r\n");
-}
-
-void cmd_reply_error(struct conn *c, const char *msg, size_t len)
-{
-    if (c->proto == CONN_PROTO_RESP) {
-        struct buf tmp;
-        buf_init(&tmp);
-        buf_append(&tmp, "ERR ", 4);
-        buf_append(&tmp, msg, len);
-        resp_add_error(&c->out, (const char *) tmp.data, tmp.len);
-        buf_clear(&tmp);
-    } else {
-        buf_append(&c->out, "ERROR ", 6);
-        buf_append(&c->out, msg, len);
-        crlf(&c->out);
-    }
-}
-
-void reply_error(struct cmd_ctx *x, const char *fmt, ...)
-{
-    struct cmd_state *st = x->srv->cmd_state;
-    va_list ap;
-    buf_reset(&st->tmp2);
-    va_start(ap, fmt);
-    buf_vprintf(&st->tmp2, fmt, ap);
-    va_end(ap);
-    cmd_reply_error(x->c, (const char *) st->tmp2.data, st->tmp2.len);
-}
-
-void reply_error_raw(struct cmd_ctx *x, const char *msg)
-{
-    resp_add_error(x->out, msg, strlen(msg));
-}
-
-void reply_value(struct cmd_ctx *x, const void *p, size_t len)
-{
-    if (x->resp) {
-        resp_add_bulk(x->out, p, len);
-    } else {
-        buf_reserve(x->out, len + 8);
-        buf_append(x->out, "VALUE ", 6);
-        buf_append(x->out, p, len);
-        crlf(x->out);
-    }
-}
-
-void reply_not_found(struct cmd_ctx *x)
-{
-    buf_append_str(x->out, x->resp ? "$-1\r\n" : "NOT_FOUND\r\n");
-}
-
-void reply_int_named(struct cmd_ctx *x, const char *name, int64_t n)
-{
-    if (x->resp) {
-        resp_add_int(x->out, n);
-    } else {
-        buf_append_str(x->out, name);
-        buf_append(x->out, " ", 1);
-        buf_append_i64(x->out, n);
-        crlf(x->out);
-    }
-}
-
-void reply_text_named(struct cmd_ctx *x, const char *name, const char *text)
-{
-    if (x->resp) {
-        resp_add_bulk_str(x->out, text);
-    } else {
-        buf_append_str(x->out, name);
-        if (*text) {
-            buf_append(x->out, " ", 1);
-            buf_append_str(x->out, text);
-        }
-        crlf(x->out);
-    }
-}
-
-void reply_status(struct cmd_ctx *x, const char *status)
-{
-    if (x->resp)
-        resp_add_simple(x->out, status);
-    else {
-        buf_append_str(x->out, status);
-        crlf(x->out);
-    }
-}
-
-void reply_lines(struct cmd_ctx *x, const char *header, const struct buf *body)
-{
-    if (x->resp) {
-        resp_add_bulk(x->out, body->data, body->len);
-    } else {
-        buf_append_str(x->out, header);
-        crlf(x->out);
-        buf_append(x->out, body->data, body->len);
-    }
 }
 
 /* ---- dispatch ---- */
@@ -419,6 +289,55 @@ void cmd_watch(struct cmd_ctx *x)
         reply_ok(x);
     else
         reply_error(x, "WATCH is not supported by arborkv");
+}
+
+/* ---- COMMAND: the table itself, for clients such as redis-cli ---- */
+
+static void command_entry(struct cmd_ctx *x, const struct cmd_def *d)
+{
+    char lower[32];
+    size_t i = 0;
+    for (; d->name[i] && i < sizeof(lower) - 1; i++)
+        lower[i] = (char) (d->name[i] >= 'A' && d->name[i] <= 'Z' ? d->name[i] + 32 : d->name[i]);
+    lower[i] = '\0';
+    resp_add_array_len(x->out, 6);
+    resp_add_bulk_str(x->out, lower);
+    resp_add_int(x->out, d->arity);
+    resp_add_array_len(x->out, 0);
+    resp_add_int(x->out, 0);
+    resp_add_int(x->out, 0);
+    resp_add_int(x->out, 0);
+}
+
+void cmd_command(struct cmd_ctx *x)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cmd_table_len; i++)
+        n += (cmd_table[i].flags & CMD_RESP) != 0;
+    if (x->argc == 1) {
+        resp_add_array_len(x->out, n);
+        for (size_t i = 0; i < cmd_table_len; i++)
+            if (cmd_table[i].flags & CMD_RESP) command_entry(x, &cmd_table[i]);
+    } else if (slice_is(&x->argv[1], "COUNT")) {
+        resp_add_int(x->out, (int64_t) n);
+    } else if (slice_is(&x->argv[1], "DOCS")) {
+        resp_add_array_len(x->out, 0); /* redis-cli falls back to its built-in help */
+    } else if (slice_is(&x->argv[1], "INFO")) {
+        resp_add_array_len(x->out, x->argc - 2);
+        for (size_t j = 2; j < x->argc; j++) {
+            const struct cmd_def *d = NULL;
+            for (size_t i = 0; i < cmd_table_len && !d; i++)
+                if ((cmd_table[i].flags & CMD_RESP) && slice_is(&x->argv[j], cmd_table[i].name))
+                    d = &cmd_table[i];
+            if (d)
+                command_entry(x, d);
+            else
+                resp_add_null_array(x->out);
+        }
+    } else {
+        reply_error(x, "unknown subcommand '%.*s'. Try COMMAND HELP.",
+                    (int) (x->argv[1].len < 64 ? x->argv[1].len : 64), (const char *) x->argv[1].p);
+    }
 }
 
 void cmd_conn_clear(struct conn *c)

@@ -418,53 +418,6 @@ void cmd_quit(struct cmd_ctx *x)
     conn_close_after_reply(x->c);
 }
 
-static void command_entry(struct cmd_ctx *x, const struct cmd_def *d)
-{
-    char lower[32];
-    size_t i = 0;
-    for (; d->name[i] && i < sizeof(lower) - 1; i++)
-        lower[i] = (char) (d->name[i] >= 'A' && d->name[i] <= 'Z' ? d->name[i] + 32 : d->name[i]);
-    lower[i] = '\0';
-    resp_add_array_len(x->out, 6);
-    resp_add_bulk_str(x->out, lower);
-    resp_add_int(x->out, d->arity);
-    resp_add_array_len(x->out, 0);
-    resp_add_int(x->out, 0);
-    resp_add_int(x->out, 0);
-    resp_add_int(x->out, 0);
-}
-
-void cmd_command(struct cmd_ctx *x)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < cmd_table_len; i++)
-        n += (cmd_table[i].flags & CMD_RESP) != 0;
-    if (x->argc == 1) {
-        resp_add_array_len(x->out, n);
-        for (size_t i = 0; i < cmd_table_len; i++)
-            if (cmd_table[i].flags & CMD_RESP) command_entry(x, &cmd_table[i]);
-    } else if (slice_is(&x->argv[1], "COUNT")) {
-        resp_add_int(x->out, (int64_t) n);
-    } else if (slice_is(&x->argv[1], "DOCS")) {
-        resp_add_array_len(x->out, 0); /* redis-cli falls back to its built-in help */
-    } else if (slice_is(&x->argv[1], "INFO")) {
-        resp_add_array_len(x->out, x->argc - 2);
-        for (size_t j = 2; j < x->argc; j++) {
-            const struct cmd_def *d = NULL;
-            for (size_t i = 0; i < cmd_table_len && !d; i++)
-                if ((cmd_table[i].flags & CMD_RESP) && slice_is(&x->argv[j], cmd_table[i].name))
-                    d = &cmd_table[i];
-            if (d)
-                command_entry(x, d);
-            else
-                resp_add_null_array(x->out);
-        }
-    } else {
-        reply_error(x, "unknown subcommand '%.*s'. Try COMMAND HELP.",
-                    (int) (x->argv[1].len < 64 ? x->argv[1].len : 64), (const char *) x->argv[1].p);
-    }
-}
-
 void cmd_config(struct cmd_ctx *x)
 {
     const struct slice *sub = &x->argv[1];

@@ -56,7 +56,7 @@ struct cmd_state {
     uint64_t cursor_seq;         /* last cursor id handed out */
 };
 
-/* ---- replies (cmd.c) ---- */
+/* ---- replies (reply.c) ---- */
 void reply_ok(struct cmd_ctx *x);
 /* Line: "ERROR <msg>"; RESP: "-ERR <msg>". */
 void reply_error(struct cmd_ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -76,12 +76,8 @@ void reply_status(struct cmd_ctx *x, const char *status);
  * RESP: the body as one bulk string with CRLF line ends. */
 void reply_lines(struct cmd_ctx *x, const char *header, const struct buf *body);
 
-/* Compares a slice with an upper-case ASCII word, case-insensitively. */
-bool slice_is(const struct slice *s, const char *upper);
 
-/* ---- storage helpers (cmd_kv.c) ---- */
-/* Local writes: kv_write (arborkv/kv.h). */
-/* Reports a storage failure to the client ("storage error"). */
+/* Reports a storage failure to the client ("storage error"). Local writes: kv_write (kv.h). */
 void reply_storage_error(struct cmd_ctx *x);
 
 /* ---- handlers ---- */
@@ -127,9 +123,6 @@ void cmd_exec(struct cmd_ctx *x);
 void cmd_discard(struct cmd_ctx *x);
 void cmd_watch(struct cmd_ctx *x);
 
-/* The table (cmd.c), for COMMAND. */
-extern const struct cmd_def cmd_table[];
-extern const size_t cmd_table_len;
 
 /* SCAN cursors (cmd_kv.c). */
 #define CMD_SCAN_CURSORS 1024 /* live RESP SCAN cursors kept; older ones expire */

@@ -41,11 +41,6 @@ static struct cmd_state *state(struct cmd_ctx *x)
     return x->srv->cmd_state;
 }
 
-void reply_storage_error(struct cmd_ctx *x)
-{
-    reply_error(x, "storage error, see the server log");
-}
-
 /* Copies the live value of key into dst. Returns 1 found, 0 absent, <0 storage error. */
 static int get_copy(struct cmd_ctx *x, const struct slice *key, struct buf *dst)
 {

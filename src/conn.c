@@ -34,6 +34,7 @@
 #include "arborkv/log.h"
 #include "arborkv/loop.h"
 #include "arborkv/mem.h"
+#include "arborkv/reply.h"
 #include "arborkv/server.h"
 
 #define ACCEPTS_PER_EVENT 256 /* bound the work of one readable event on the listener */
@@ -296,7 +297,7 @@ static void protocol_error(struct conn *c, const char *msg, size_t len)
         c->turn_mark = c->out.len;
     }
     c->srv->stats.protocol_errors++;
-    cmd_reply_error(c, msg, len);
+    reply_error_to(&c->out, c->proto == CONN_PROTO_RESP, msg, len);
     conn_close_after_reply(c);
 }
 
@@ -336,7 +337,8 @@ static void process_input(struct conn *c)
                     c->turn_mark = c->out.len;
                 }
                 mark_pending(c);
-                cmd_reply_error(c, (const char *) c->lcmd.err.data, c->lcmd.err.len);
+                reply_error_to(&c->out, c->proto == CONN_PROTO_RESP,
+                               (const char *) c->lcmd.err.data, c->lcmd.err.len);
                 continue;
             }
             run_command(c, c->lcmd.argv, c->lcmd.argc);
@@ -452,7 +454,7 @@ void conn_withdraw_turn(struct server *srv)
         if (!(c->flags & CONN_RAN) || (c->flags & CONN_CLOSING)) continue;
         buf_truncate(&c->out, c->turn_mark);
         static const char msg[] = "write failed: storage error, nothing was stored";
-        cmd_reply_error(c, msg, sizeof(msg) - 1);
+        reply_error_to(&c->out, c->proto == CONN_PROTO_RESP, msg, sizeof(msg) - 1);
         c->flags |= CONN_CLOSE_AFTER_REPLY;
     }
 }

@@ -32,7 +32,6 @@
 #include <sodium.h>
 
 #include "arborkv/ae.h"
-#include "arborkv/cmd.h"
 #include "arborkv/conn.h"
 #include "arborkv/hlc.h"
 #include "arborkv/kv.h"
@@ -42,6 +41,7 @@
 #include "arborkv/lww.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
+#include "arborkv/reply.h"
 #include "arborkv/resp.h"
 #include "arborkv/server.h"
 #include "arborkv/store.h"
@@ -286,9 +286,9 @@ static void settle(struct run *r)
         struct conn *c = r->client;
         conn_unblock(c);
         if (r->ok)
-            cmd_reply_ok(c);
+            reply_ok_to(&c->out, c->proto == CONN_PROTO_RESP);
         else
-            cmd_reply_error(c, r->why, strlen(r->why));
+            reply_error_to(&c->out, c->proto == CONN_PROTO_RESP, r->why, strlen(r->why));
     }
     m->run = NULL;
     run_free(r);

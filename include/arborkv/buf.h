@@ -26,6 +26,11 @@ struct slice {
     size_t len;       /* bytes */
 };
 
+/* Compares s with an upper-case ASCII word, ASCII letters of s case-insensitively: <0, 0, >0. */
+int slice_cmp_upper(const struct slice *s, const char *upper);
+/* Whether s equals the upper-case ASCII word, case-insensitively. */
+bool slice_is(const struct slice *s, const char *upper);
+
 void buf_init(struct buf *b);
 /* Frees the storage and reinitializes b. NULL-safe. */
 void buf_clear(struct buf *b);

@@ -29,12 +29,6 @@ void cmd_free(struct server *srv);
  */
 void cmd_dispatch(struct conn *c, const struct slice *argv, size_t argc);
 
-/* Appends an error reply in c's protocol: "ERROR msg\r\n" or "-ERR msg\r\n". */
-void cmd_reply_error(struct conn *c, const char *msg, size_t len);
-
-/* Appends an OK reply in c's protocol: "OK\r\n" or "+OK\r\n". */
-void cmd_reply_ok(struct conn *c);
-
 /* Releases per-connection command state (MULTI queue, client name). */
 void cmd_conn_clear(struct conn *c);
 
