@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "arborkv/buf.h"
-#include "arborkv/conn.h"
+#include "arborkv/client.h"
 #include "arborkv/log.h"
 #include "arborkv/mem.h"
 #include "arborkv/resp.h"
@@ -185,15 +185,14 @@ static void multi_free(struct multi_state *m)
     free(m);
 }
 
-void cmd_dispatch(struct conn *c, const struct slice *argv, size_t argc)
+void cmd_dispatch(struct client *c, struct server *srv, const struct slice *argv, size_t argc)
 {
-    struct server *srv = c->srv;
     struct cmd_ctx x = { .srv = srv,
                          .c = c,
                          .argv = argv,
                          .argc = argc,
                          .out = &c->out,
-                         .resp = c->proto == CONN_PROTO_RESP };
+                         .resp = client_resp(c) };
     /* protocol.md §4: every parsed command counts before it runs. */
     srv->stats.total_commands++;
     const struct cmd_def *d = lookup(&argv[0]);
@@ -227,7 +226,6 @@ void cmd_multi(struct cmd_ctx *x)
         return;
     }
     x->c->multi = xcalloc(1, sizeof(*x->c->multi));
-    x->c->flags |= CONN_IN_MULTI;
     reply_ok(x);
 }
 
@@ -239,7 +237,6 @@ void cmd_discard(struct cmd_ctx *x)
     }
     multi_free(x->c->multi);
     x->c->multi = NULL;
-    x->c->flags &= ~CONN_IN_MULTI;
     reply_ok(x);
 }
 
@@ -251,7 +248,6 @@ void cmd_exec(struct cmd_ctx *x)
         return;
     }
     x->c->multi = NULL;
-    x->c->flags &= ~CONN_IN_MULTI;
     if (m->dirty) {
         reply_error_raw(x, "EXECABORT Transaction discarded because of previous errors.");
         multi_free(m);
@@ -340,7 +336,7 @@ void cmd_command(struct cmd_ctx *x)
     }
 }
 
-void cmd_conn_clear(struct conn *c)
+void cmd_client_clear(struct client *c)
 {
     multi_free(c->multi);
     c->multi = NULL;

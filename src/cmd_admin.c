@@ -19,7 +19,7 @@
 
 #include "arborkv/ae.h"
 #include "arborkv/buf.h"
-#include "arborkv/conn.h"
+#include "arborkv/client.h"
 #include "arborkv/glob.h"
 #include "arborkv/line.h"
 #include "arborkv/loop.h"
@@ -242,14 +242,14 @@ void cmd_info(struct cmd_ctx *x)
     resp_add_bulk(x->out, b->data, b->len);
 }
 
-static void client_line(struct buf *b, const struct conn *c, uint64_t now_us, bool resp)
+static void client_line(struct buf *b, const struct client *c, uint64_t now_us, bool resp)
 {
     buf_printf(b, "id=%llu addr=%s age=%llu idle=%llu", (unsigned long long) c->id, c->addr,
                (unsigned long long) ((now_us - c->created_us) / 1000000),
                (unsigned long long) ((now_us - c->last_cmd_us) / 1000000));
     if (resp) {
         buf_printf(b, " fd=%d name=%s db=0 proto=%s", c->fd, c->name ? c->name : "",
-                   c->proto == CONN_PROTO_RESP ? "resp" : "line");
+                   client_resp(c) ? "resp" : "line");
         buf_append(b, "\n", 1);
     } else {
         buf_append(b, "\r\n", 2);
@@ -262,7 +262,7 @@ void cmd_client(struct cmd_ctx *x)
     const struct slice *sub = x->argc > 1 ? &x->argv[1] : NULL;
     if (!sub || slice_is(sub, "LIST")) {
         struct buf *b = scratch(x);
-        for (const struct conn *c = x->srv->clients; c; c = c->next)
+        for (const struct client *c = x->srv->clients; c; c = c->next)
             client_line(b, c, now, x->resp);
         if (x->resp) {
             resp_add_bulk(x->out, b->data, b->len);
@@ -408,14 +408,14 @@ void cmd_shutdown(struct cmd_ctx *x)
      * the before-sleep hook before the loop stops. RESP gets no reply, as from Redis: clients
      * such as redis-py treat a reply to SHUTDOWN as a failure. */
     if (!x->resp) reply_ok(x);
-    conn_close_after_reply(x->c);
+    x->c->ops->close_after_reply(x->c);
     x->srv->stopping = true;
 }
 
 void cmd_quit(struct cmd_ctx *x)
 {
     reply_ok(x);
-    conn_close_after_reply(x->c);
+    x->c->ops->close_after_reply(x->c);
 }
 
 void cmd_config(struct cmd_ctx *x)

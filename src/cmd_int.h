@@ -19,14 +19,14 @@
 #include "arborkv/codec.h"
 #include "arborkv/server.h"
 
-struct conn;
+struct client;
 
 struct cmd_ctx {
     struct server *srv;       /* server */
-    struct conn *c;           /* client the reply goes to */
+    struct client *c;         /* client the reply goes to (client.h) */
     const struct slice *argv; /* [borrow] request; argv[0] is the command name */
     size_t argc;              /* entries in argv, >= 1 */
-    struct buf *out;          /* c->out */
+    struct buf *out;          /* &c->out */
     bool resp;                /* true: RESP2 client, false: line protocol */
     bool in_exec;             /* run by EXEC: the reply cannot be deferred */
 };

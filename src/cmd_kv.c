@@ -15,7 +15,7 @@
 #include <sodium.h>
 
 #include "arborkv/buf.h"
-#include "arborkv/conn.h"
+#include "arborkv/client.h"
 #include "arborkv/glob.h"
 #include "arborkv/hlc.h"
 #include "arborkv/kv.h"

@@ -3,7 +3,7 @@
  * conn: listener and client connections; see include/arborkv/conn.h.
  *
  * A turn of the event loop goes: readable sockets are read and their complete requests run
- * (handlers append replies to c->out and stage writes in one SQLite transaction); then the
+ * (handlers append replies to c->cl.out and stage writes in one SQLite transaction); then the
  * before-sleep hook ends the turn (turn.h: commit) and only after a successful commit writes the
  * replies out (conn_flush_turn). Output is therefore never written from a read handler, and an
  * EPOLLOUT event for a client that ran commands this turn is ignored until the commit (its output
@@ -52,12 +52,18 @@ static bool log_allowed(uint64_t *last_us)
     return true;
 }
 
+/* The connection of a client handed out by this module (client.h). */
+static struct conn *conn_of(struct client *cl)
+{
+    return (struct conn *) cl; /* cl is the first member */
+}
+
 static void set_mask(struct conn *c, unsigned mask)
 {
-    if (c->fd < 0 || c->mask == mask) return;
-    int rc = loop_mod_fd(c->srv->loop, c->fd, mask);
+    if (c->cl.fd < 0 || c->mask == mask) return;
+    int rc = loop_mod_fd(c->srv->loop, c->cl.fd, mask);
     if (rc < 0)
-        log_warn("conn: epoll_ctl(%s): %s", c->addr, strerror(-rc));
+        log_warn("conn: epoll_ctl(%s): %s", c->cl.addr, strerror(-rc));
     else
         c->mask = mask;
 }
@@ -78,20 +84,21 @@ static void close_now(struct conn *c)
     c->flags |= CONN_CLOSING;
     if (c->flags & CONN_BLOCKED) {
         c->flags &= ~CONN_BLOCKED;
-        c->on_close(c, c->on_close_arg);
+        c->on_close(&c->cl, c->on_close_arg);
         c->on_close = NULL;
     }
-    if (c->fd >= 0) {
-        loop_del_fd(srv->loop, c->fd);
-        (void) close(c->fd);
-        c->fd = -1;
+    if (c->cl.fd >= 0) {
+        loop_del_fd(srv->loop, c->cl.fd);
+        (void) close(c->cl.fd);
+        c->cl.fd = -1;
     }
-    if (c->prev)
-        c->prev->next = c->next;
+    struct client *cl = &c->cl;
+    if (cl->prev)
+        cl->prev->next = cl->next;
     else
-        srv->clients = c->next;
-    if (c->next) c->next->prev = c->prev;
-    c->prev = c->next = NULL;
+        srv->clients = cl->next;
+    if (cl->next) cl->next->prev = cl->prev;
+    cl->prev = cl->next = NULL;
     srv->nclients--;
     c->closing_next = srv->closing;
     srv->closing = c;
@@ -99,37 +106,40 @@ static void close_now(struct conn *c)
 
 static void conn_free(struct conn *c)
 {
-    cmd_conn_clear(c);
+    cmd_client_clear(&c->cl);
     buf_clear(&c->in);
-    buf_clear(&c->out);
+    buf_clear(&c->cl.out);
     line_cmd_clear(&c->lcmd);
     resp_parser_clear(&c->rp);
     free(c->argv);
     free(c);
 }
 
-void conn_close_after_reply(struct conn *c)
+static void close_after_reply(struct client *cl)
 {
+    struct conn *c = conn_of(cl);
     c->flags |= CONN_CLOSE_AFTER_REPLY;
     mark_pending(c);
 }
 
-void conn_block(struct conn *c, conn_close_fn *on_close, void *arg)
+static void block(struct client *cl, client_close_fn *on_close, void *arg)
 {
+    struct conn *c = conn_of(cl);
     c->flags |= CONN_BLOCKED;
     c->on_close = on_close;
     c->on_close_arg = arg;
 }
 
-void conn_unblock(struct conn *c)
+static void unblock(struct client *cl)
 {
+    struct conn *c = conn_of(cl);
     if (!(c->flags & CONN_BLOCKED)) return;
     c->flags &= ~CONN_BLOCKED;
     c->on_close = NULL;
     /* The reply joins this turn: committed, then flushed, or withdrawn with the turn. */
     if (!(c->flags & CONN_RAN)) {
         c->flags |= CONN_RAN;
-        c->turn_mark = c->out.len;
+        c->turn_mark = c->cl.out.len;
     }
     mark_pending(c);
     if (c->in.len)
@@ -137,6 +147,8 @@ void conn_unblock(struct conn *c)
     else if (c->flags & CONN_EOF)
         c->flags |= CONN_CLOSE_AFTER_REPLY; /* the client half-closed while waiting */
 }
+
+const struct client_ops conn_client_ops = { close_after_reply, block, unblock };
 
 static void accept_one(struct server *srv, int fd, const struct sockaddr_storage *sa)
 {
@@ -147,11 +159,11 @@ static void accept_one(struct server *srv, int fd, const struct sockaddr_storage
 
     struct conn *c = xcalloc(1, sizeof(*c));
     c->srv = srv;
-    c->fd = fd;
-    c->id = ++srv->next_client_id;
-    c->created_us = c->last_cmd_us = loop_now_us();
+    c->cl.fd = fd;
+    c->cl.id = ++srv->next_client_id;
+    c->cl.created_us = c->cl.last_cmd_us = loop_now_us();
     buf_init(&c->in);
-    buf_init(&c->out);
+    buf_init(&c->cl.out);
     line_parser_init(&c->lp);
     line_cmd_init(&c->lcmd);
     resp_parser_init(&c->rp);
@@ -162,27 +174,28 @@ static void accept_one(struct server *srv, int fd, const struct sockaddr_storage
         const struct sockaddr_in *in = (const struct sockaddr_in *) sa;
         (void) inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
         port = ntohs(in->sin_port);
-        (void) snprintf(c->addr, sizeof(c->addr), "%s:%d", host, port);
+        (void) snprintf(c->cl.addr, sizeof(c->cl.addr), "%s:%d", host, port);
     } else if (sa->ss_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) sa;
         (void) inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
         port = ntohs(in6->sin6_port);
-        (void) snprintf(c->addr, sizeof(c->addr), "[%s]:%d", host, port);
+        (void) snprintf(c->cl.addr, sizeof(c->cl.addr), "[%s]:%d", host, port);
     } else {
-        (void) snprintf(c->addr, sizeof(c->addr), "unknown");
+        (void) snprintf(c->cl.addr, sizeof(c->cl.addr), "unknown");
     }
 
     int rc = loop_add_fd(srv->loop, fd, LOOP_READ, on_client, c);
     if (rc < 0) {
-        log_warn("conn: cannot watch client %s: %s", c->addr, strerror(-rc));
+        log_warn("conn: cannot watch client %s: %s", c->cl.addr, strerror(-rc));
         (void) close(fd);
         conn_free(c);
         return;
     }
     c->mask = LOOP_READ;
-    c->next = srv->clients;
-    if (srv->clients) srv->clients->prev = c;
-    srv->clients = c;
+    c->cl.ops = &conn_client_ops;
+    c->cl.next = srv->clients;
+    if (srv->clients) srv->clients->prev = &c->cl;
+    srv->clients = &c->cl;
     srv->nclients++;
     srv->stats.total_connections++;
     if (srv->nclients > srv->max_clients) {
@@ -275,17 +288,17 @@ static void run_command(struct conn *c, const struct slice *argv, size_t argc)
 {
     if (!(c->flags & CONN_RAN)) {
         c->flags |= CONN_RAN;
-        c->turn_mark = c->out.len;
+        c->turn_mark = c->cl.out.len;
     }
     mark_pending(c);
-    c->last_cmd_us = loop_now_us();
-    cmd_dispatch(c, argv, argc);
+    c->cl.last_cmd_us = loop_now_us();
+    cmd_dispatch(&c->cl, c->srv, argv, argc);
     if (conn_unsent(c) > c->srv->output_limit) {
         static uint64_t last_log;
         c->srv->stats.output_limit_disconnects++;
         if (log_allowed(&last_log))
             log_warn("conn: client %s dropped: %zu bytes of unsent output exceed the limit (%zu)",
-                     c->addr, conn_unsent(c), c->srv->output_limit);
+                     c->cl.addr, conn_unsent(c), c->srv->output_limit);
         close_now(c);
     }
 }
@@ -294,11 +307,11 @@ static void protocol_error(struct conn *c, const char *msg, size_t len)
 {
     if (!(c->flags & CONN_RAN)) {
         c->flags |= CONN_RAN;
-        c->turn_mark = c->out.len;
+        c->turn_mark = c->cl.out.len;
     }
     c->srv->stats.protocol_errors++;
-    reply_error_to(&c->out, c->proto == CONN_PROTO_RESP, msg, len);
-    conn_close_after_reply(c);
+    reply_error_to(&c->cl.out, c->cl.proto == CLIENT_PROTO_RESP, msg, len);
+    close_after_reply(&c->cl);
 }
 
 /* Runs complete requests from c->in until it is empty, incomplete, or backpressure applies. */
@@ -306,8 +319,8 @@ static void process_input(struct conn *c)
 {
     size_t pos = 0;
     bool eof = (c->flags & CONN_EOF) != 0;
-    if (c->in.len && c->proto == CONN_PROTO_UNKNOWN)
-        c->proto = c->in.data[0] == '*' ? CONN_PROTO_RESP : CONN_PROTO_LINE;
+    if (c->in.len && c->cl.proto == CLIENT_PROTO_UNKNOWN)
+        c->cl.proto = c->in.data[0] == '*' ? CLIENT_PROTO_RESP : CLIENT_PROTO_LINE;
     if (c->in.len && (c->flags & CONN_REJECT)) {
         static const char msg[] = "max number of clients reached";
         protocol_error(c, msg, sizeof(msg) - 1);
@@ -319,7 +332,7 @@ static void process_input(struct conn *c)
            conn_unsent(c) < CONN_SOFT_OUTPUT_BYTES && !c->srv->stopping) {
         const uint8_t *data = c->in.data + pos;
         size_t avail = c->in.len - pos, used = 0;
-        if (c->proto == CONN_PROTO_LINE) {
+        if (c->cl.proto == CLIENT_PROTO_LINE) {
             const uint8_t *line;
             size_t line_len;
             int rc = line_next(&c->lp, data, avail, eof, &line, &line_len, &used);
@@ -334,10 +347,10 @@ static void process_input(struct conn *c)
             if (line_parse(&c->lcmd, line, line_len) < 0) {
                 if (!(c->flags & CONN_RAN)) {
                     c->flags |= CONN_RAN;
-                    c->turn_mark = c->out.len;
+                    c->turn_mark = c->cl.out.len;
                 }
                 mark_pending(c);
-                reply_error_to(&c->out, c->proto == CONN_PROTO_RESP,
+                reply_error_to(&c->cl.out, c->cl.proto == CLIENT_PROTO_RESP,
                                (const char *) c->lcmd.err.data, c->lcmd.err.len);
                 continue;
             }
@@ -363,12 +376,12 @@ static void process_input(struct conn *c)
     if (c->flags & CONN_CLOSING) return;
     if (pos) buf_consume(&c->in, pos);
     if (c->in.len && conn_unsent(c) >= CONN_SOFT_OUTPUT_BYTES) c->flags |= CONN_PAUSED;
-    if (eof && c->in.len && c->proto == CONN_PROTO_RESP && !(c->flags & CONN_CLOSE_AFTER_REPLY))
+    if (eof && c->in.len && c->cl.proto == CLIENT_PROTO_RESP && !(c->flags & CONN_CLOSE_AFTER_REPLY))
         buf_reset(&c->in); /* a truncated frame at EOF can never complete */
-    /* A blocked client is answered first (conn_unblock closes it then). */
+    /* A blocked client is answered first (unblock closes it then). */
     if (eof && !(c->flags & CONN_BLOCKED) &&
         (c->in.len == 0 || (c->flags & CONN_CLOSE_AFTER_REPLY)))
-        conn_close_after_reply(c);
+        close_after_reply(&c->cl);
     /* Backpressure: stop reading while the client is not reading its replies, or while it is
      * blocked with plenty of requests buffered already. */
     unsigned want = (c->flags & CONN_EOF) ? 0 : LOOP_READ;
@@ -384,10 +397,10 @@ static void read_input(struct conn *c)
     size_t chunk = CONN_READ_CHUNK;
     if (c->in.len >= CONN_READ_CHUNK) chunk = c->in.len; /* big frames: grow geometrically */
     buf_reserve(&c->in, chunk);
-    ssize_t n = read(c->fd, c->in.data + c->in.len, chunk);
+    ssize_t n = read(c->cl.fd, c->in.data + c->in.len, chunk);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-        log_debug("conn: read %s: %s", c->addr, strerror(errno));
+        log_debug("conn: read %s: %s", c->cl.addr, strerror(errno));
         close_now(c);
         return;
     }
@@ -405,25 +418,25 @@ static void read_input(struct conn *c)
 static void flush(struct conn *c)
 {
     while (conn_unsent(c) > 0) {
-        ssize_t n = send(c->fd, c->out.data + c->out_pos, conn_unsent(c), MSG_NOSIGNAL);
+        ssize_t n = send(c->cl.fd, c->cl.out.data + c->out_pos, conn_unsent(c), MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-            log_debug("conn: write %s: %s", c->addr, strerror(errno));
+            log_debug("conn: write %s: %s", c->cl.addr, strerror(errno));
             close_now(c);
             return;
         }
         c->out_pos += (size_t) n;
     }
     if (conn_unsent(c) == 0) {
-        buf_reset(&c->out);
+        buf_reset(&c->cl.out);
         c->out_pos = 0;
         if (c->flags & CONN_CLOSE_AFTER_REPLY) {
             close_now(c);
             return;
         }
-    } else if (c->out_pos >= CONN_SOFT_OUTPUT_BYTES && c->out_pos * 2 >= c->out.len) {
-        buf_consume(&c->out, c->out_pos);
+    } else if (c->out_pos >= CONN_SOFT_OUTPUT_BYTES && c->out_pos * 2 >= c->cl.out.len) {
+        buf_consume(&c->cl.out, c->out_pos);
         c->out_pos = 0;
     }
     unsigned want = (c->flags & CONN_EOF) ? 0 : LOOP_READ;
@@ -452,9 +465,9 @@ void conn_withdraw_turn(struct server *srv)
 {
     for (struct conn *c = srv->pending; c; c = c->pending_next) {
         if (!(c->flags & CONN_RAN) || (c->flags & CONN_CLOSING)) continue;
-        buf_truncate(&c->out, c->turn_mark);
+        buf_truncate(&c->cl.out, c->turn_mark);
         static const char msg[] = "write failed: storage error, nothing was stored";
-        reply_error_to(&c->out, c->proto == CONN_PROTO_RESP, msg, sizeof(msg) - 1);
+        reply_error_to(&c->cl.out, c->cl.proto == CLIENT_PROTO_RESP, msg, sizeof(msg) - 1);
         c->flags |= CONN_CLOSE_AFTER_REPLY;
     }
 }
@@ -510,20 +523,23 @@ void conn_close_all(struct server *srv, uint64_t timeout_us)
     for (;;) {
         struct pollfd pfds[256];
         nfds_t n = 0;
-        for (struct conn *c = srv->clients; c && n < 256; c = c->next)
-            if (conn_unsent(c) && c->fd >= 0)
-                pfds[n++] = (struct pollfd){ .fd = c->fd, .events = POLLOUT };
+        for (struct client *cl = srv->clients; cl && n < 256; cl = cl->next) {
+            struct conn *c = conn_of(cl);
+            if (conn_unsent(c) && c->cl.fd >= 0)
+                pfds[n++] = (struct pollfd){ .fd = c->cl.fd, .events = POLLOUT };
+        }
         uint64_t now = loop_now_us();
         if (n == 0 || now >= deadline) break;
         int rc = poll(pfds, n, (int) ((deadline - now + 999) / 1000));
         if (rc < 0 && errno != EINTR) break;
-        for (struct conn *c = srv->clients, *next; c; c = next) {
-            next = c->next;
-            if (conn_unsent(c) && c->fd >= 0) flush(c);
+        for (struct client *cl = srv->clients, *next; cl; cl = next) {
+            next = cl->next;
+            struct conn *c = conn_of(cl);
+            if (conn_unsent(c) && c->cl.fd >= 0) flush(c);
         }
     }
     while (srv->clients)
-        close_now(srv->clients);
+        close_now(conn_of(srv->clients));
     while (srv->closing) {
         struct conn *c = srv->closing;
         srv->closing = c->closing_next;

@@ -32,7 +32,7 @@
 #include <sodium.h>
 
 #include "arborkv/ae.h"
-#include "arborkv/conn.h"
+#include "arborkv/client.h"
 #include "arborkv/hlc.h"
 #include "arborkv/kv.h"
 #include "arborkv/kv_apply.h"
@@ -72,7 +72,7 @@ struct keyset {
 
 struct run {
     struct mirror *m;               /* owner */
-    struct conn *client;            /* blocked client, NULL once it went away */
+    struct client *client;          /* blocked client, NULL once it went away */
     char host[MIRROR_HOST_MAX + 1]; /* remote host as given */
     char port[8];                   /* remote port, decimal */
     bool full, verify;              /* options */
@@ -283,18 +283,18 @@ static void settle(struct run *r)
                  (unsigned long long) ms, (unsigned long long) r->changed, r->why);
     }
     if (r->client) {
-        struct conn *c = r->client;
-        conn_unblock(c);
+        struct client *c = r->client;
+        c->ops->unblock(c);
         if (r->ok)
-            reply_ok_to(&c->out, c->proto == CONN_PROTO_RESP);
+            reply_ok_to(&c->out, client_resp(c));
         else
-            reply_error_to(&c->out, c->proto == CONN_PROTO_RESP, r->why, strlen(r->why));
+            reply_error_to(&c->out, client_resp(c), r->why, strlen(r->why));
     }
     m->run = NULL;
     run_free(r);
 }
 
-static void on_client_close(struct conn *c, void *arg)
+static void on_client_close(struct client *c, void *arg)
 {
     struct run *r = arg;
     UNUSED(c);
@@ -1131,7 +1131,7 @@ static void start_resolve(struct run *r)
 
 /* ---- interface ------------------------------------------------------------------------------- */
 
-int mirror_start(struct mirror *m, struct conn *c, const char *host, int port, bool full,
+int mirror_start(struct mirror *m, struct client *c, const char *host, int port, bool full,
                  bool verify, char *err, size_t errlen)
 {
     if (m->run) {
@@ -1178,7 +1178,7 @@ int mirror_start(struct mirror *m, struct conn *c, const char *host, int port, b
     }
     /* Nothing ran settle() yet: every later step is a loop event. */
     r->client = c;
-    conn_block(c, on_client_close, r);
+    c->ops->block(c, on_client_close, r);
     return 0;
 }
 
@@ -1197,7 +1197,7 @@ void mirror_free(struct mirror *m)
     if (!m) return;
     if (m->run) {
         struct run *r = m->run;
-        if (r->client) conn_unblock(r->client); /* not answered: the server is going away */
+        if (r->client) r->client->ops->unblock(r->client); /* not answered: going away */
         run_free(r);
     }
     free(m);

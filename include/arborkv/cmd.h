@@ -15,7 +15,7 @@
 #include <stddef.h>
 
 struct server;
-struct conn;
+struct client;
 struct slice;
 
 /* Sets up the command layer's state in srv (SCAN cursors). */
@@ -27,9 +27,9 @@ void cmd_free(struct server *srv);
  * Runs one request. argv[0] is the command name; argv slices are [borrow] for the call.
  * The reply is appended to c->out; the handler may mark c to close after the reply.
  */
-void cmd_dispatch(struct conn *c, const struct slice *argv, size_t argc);
+void cmd_dispatch(struct client *cl, struct server *srv, const struct slice *argv, size_t argc);
 
 /* Releases per-connection command state (MULTI queue, client name). */
-void cmd_conn_clear(struct conn *c);
+void cmd_client_clear(struct client *cl);
 
 #endif

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "arborkv/buf.h"
+#include "arborkv/client.h"
 #include "arborkv/line.h"
 #include "arborkv/resp.h"
 
@@ -34,8 +35,6 @@
 
 struct server;
 
-enum conn_proto { CONN_PROTO_UNKNOWN = 0, CONN_PROTO_LINE, CONN_PROTO_RESP };
-
 enum conn_flags {
     CONN_CLOSE_AFTER_REPLY = 1 << 0, /* close once out is flushed (QUIT, protocol error) */
     CONN_CLOSING = 1 << 1,           /* unregistered, queued for the reaper */
@@ -43,41 +42,25 @@ enum conn_flags {
     CONN_RAN = 1 << 3,               /* ran a command this turn; turn_mark is valid */
     CONN_EOF = 1 << 4,               /* peer closed its sending side */
     CONN_REJECT = 1 << 5,            /* over max_clients: answer the first request with an error */
-    CONN_IN_MULTI = 1 << 6,          /* RESP MULTI: queueing commands */
     CONN_PAUSED = 1 << 7,            /* input left unprocessed: unsent output, or unblocked */
-    CONN_BLOCKED = 1 << 8,           /* a command's reply is deferred (conn_block) */
+    CONN_BLOCKED = 1 << 8,           /* a command's reply is deferred (client_ops.block) */
 };
 
-struct multi_state; /* cmd.c's queued MULTI commands */
-struct conn;
-
-/* Called when a blocked connection closes (see conn_block). */
-typedef void conn_close_fn(struct conn *c, void *arg);
-
 struct conn {
+    struct client cl;          /* what the command layer sees (client.h); first member */
     struct server *srv;        /* owning server */
-    uint64_t id;               /* unique client id (CLIENT LIST) */
-    int fd;                    /* socket, -1 after close */
-    char addr[64];             /* "ip:port" of the peer */
-    enum conn_proto proto;     /* chosen by the first byte received */
     unsigned flags;            /* enum conn_flags */
     unsigned mask;             /* LOOP_READ|LOOP_WRITE currently registered */
     struct buf in;             /* received, not yet consumed bytes */
-    struct buf out;            /* reply bytes; out_pos..len not yet written */
-    size_t out_pos;            /* bytes of out already written */
-    size_t turn_mark;          /* out.len before this turn's first command (CONN_RAN) */
+    size_t out_pos;            /* bytes of cl.out already written */
+    size_t turn_mark;          /* cl.out.len before this turn's first command (CONN_RAN) */
     struct line_parser lp;     /* line framing state */
     struct line_cmd lcmd;      /* parsed line request (argv storage reused) */
     struct resp_parser rp;     /* RESP framing state */
     struct slice *argv;        /* RESP argv storage, reused */
     size_t argv_cap;           /* entries in argv */
-    char *name;                /* CLIENT SETNAME, heap or NULL */
-    struct multi_state *multi; /* queued MULTI commands (CONN_IN_MULTI), cmd.c owns it */
-    conn_close_fn *on_close;   /* CONN_BLOCKED: told if c closes before conn_unblock */
+    client_close_fn *on_close; /* CONN_BLOCKED: told if c closes before it is unblocked */
     void *on_close_arg;        /* its argument */
-    uint64_t created_us;       /* loop_now_us() at accept */
-    uint64_t last_cmd_us;      /* loop_now_us() of the last command */
-    struct conn *prev, *next;  /* server->clients list */
     struct conn *pending_next; /* server->pending list */
     struct conn *closing_next; /* server->closing list */
 };
@@ -101,23 +84,8 @@ void conn_withdraw_turn(struct server *srv);
 bool conn_flush_turn(struct server *srv);
 void conn_end_turn(struct server *srv);
 
-/* Marks c to be closed once its pending output is written. */
-void conn_close_after_reply(struct conn *c);
-
-/*
- * Defers the reply of the command running on c (SYNC): no further request of c runs, and c is
- * not closed on EOF, until conn_unblock. Other clients are served meanwhile. Should c close
- * first (an error, shutdown), on_close(c, arg) is called once, before c is freed, and whoever
- * blocked it must forget c.
- */
-void conn_block(struct conn *c, conn_close_fn *on_close, void *arg);
-
-/*
- * Ends the block: the caller appends the deferred reply to c->out right after this call. Like
- * any reply it leaves after the turn's commit (and is withdrawn if that commit fails); the
- * client's buffered requests run after it.
- */
-void conn_unblock(struct conn *c);
+/* The client operations (client.h) of every connection: close after reply, block, unblock. */
+extern const struct client_ops conn_client_ops;
 
 /* Shutdown: best-effort flush of every client's output within timeout_us, then close them all. */
 void conn_close_all(struct server *srv, uint64_t timeout_us);
@@ -125,7 +93,7 @@ void conn_close_all(struct server *srv, uint64_t timeout_us);
 /* Bytes of output not yet written. */
 static inline size_t conn_unsent(const struct conn *c)
 {
-    return c->out.len - c->out_pos;
+    return c->cl.out.len - c->out_pos;
 }
 
 #endif

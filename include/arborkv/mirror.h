@@ -20,7 +20,7 @@
  *
  * One SYNC runs at a time. It never blocks the event loop: the remote socket is non-blocking and
  * every step is an event (resolver thread for host names, connect, replies, a zero-delay timer
- * between batches of deletions); the requesting client is blocked (conn_block) until the end,
+ * between batches of deletions); the requesting client is blocked (client.h) until the end,
  * and each step has a timeout, so a dead remote ends in an error. Memory is bounded by one page
  * of records (plus the remote's key list on the line fallback).
  *
@@ -42,7 +42,7 @@
 #define MIRROR_MAX_BULK     (64u * 1024 * 1024 + 512 * 1024) /* bytes of one RESP reply */
 
 struct server;
-struct conn;
+struct client;
 struct mirror;
 
 struct mirror_opts {
@@ -60,7 +60,7 @@ void mirror_free(struct mirror *m);
  * failed at once, with the reason (the client's error message) in err: -EBUSY (a SYNC is in
  * progress), -EINVAL (bad host), -ECONNREFUSED (resolving or connecting failed on the spot).
  */
-int mirror_start(struct mirror *m, struct conn *c, const char *host, int port, bool full,
+int mirror_start(struct mirror *m, struct client *c, const char *host, int port, bool full,
                  bool verify, char *err, size_t errlen);
 
 /* Appends the SYNC lines of INFO ("name:value\r\n" each). NULL-safe. */

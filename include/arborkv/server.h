@@ -22,6 +22,7 @@
 struct loop;
 struct store;
 struct merkle;
+struct client;
 struct conn;
 struct repl;
 struct ae;
@@ -81,7 +82,7 @@ struct server {
     int port;                  /* bound TCP port (the real one when 0 was configured) */
     size_t max_clients;        /* connections beyond this are refused */
     size_t output_limit;       /* bytes of unsent output before a client is dropped */
-    struct conn *clients;      /* doubly linked list of live connections */
+    struct client *clients;    /* doubly linked list of live connections (client.h) */
     size_t nclients;           /* entries in clients */
     uint64_t next_client_id;   /* last client id handed out */
     struct conn *pending;      /* singly linked: conns with output or work this turn */
