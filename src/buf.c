@@ -8,6 +8,7 @@
  */
 #include "arborkv/buf.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@ void buf_reset(struct buf *b)
 
 void buf_reserve(struct buf *b, size_t extra)
 {
+    assert(b);
     if (b->cap > b->len + extra) return; /* one spare byte for the NUL */
     size_t need = b->len + extra + 1;
     if (need < b->len) abort(); /* size_t overflow: a caller bug, sizes are limited upstream */
@@ -48,6 +50,7 @@ void buf_reserve(struct buf *b, size_t extra)
 
 void buf_append(struct buf *b, const void *p, size_t n)
 {
+    assert(b && (p || n == 0));
     buf_reserve(b, n);
     if (n) memcpy(b->data + b->len, p, n);
     b->len += n;
@@ -102,6 +105,7 @@ void buf_printf(struct buf *b, const char *fmt, ...)
 
 void buf_consume(struct buf *b, size_t n)
 {
+    assert(b);
     if (n >= b->len) {
         buf_reset(b);
         return;
@@ -113,6 +117,7 @@ void buf_consume(struct buf *b, size_t n)
 
 void buf_truncate(struct buf *b, size_t n)
 {
+    assert(b);
     if (n >= b->len) return;
     b->len = n;
     b->data[n] = '\0';
@@ -148,6 +153,7 @@ void buf_add_field(struct buf *b, const char *name, uint64_t value)
 
 int slice_cmp_upper(const struct slice *s, const char *upper)
 {
+    assert(s && upper && (s->p || s->len == 0));
     size_t i = 0;
     for (; i < s->len && upper[i]; i++) {
         int a = s->p[i] >= 'a' && s->p[i] <= 'z' ? s->p[i] - 32 : s->p[i];

@@ -7,6 +7,7 @@
  */
 #include "arborkv/hlc.h"
 
+#include <assert.h>
 #include <time.h>
 
 void hlc_init(struct hlc *h, uint64_t last_ns, uint64_t max_skew_ns)
@@ -19,6 +20,7 @@ void hlc_init(struct hlc *h, uint64_t last_ns, uint64_t max_skew_ns)
 
 uint64_t hlc_now(struct hlc *h, uint64_t phys_ns)
 {
+    assert(h);
     uint64_t ts = h->last_ns + 1;
     if (phys_ns > ts) ts = phys_ns;
     h->last_ns = ts;
@@ -27,6 +29,7 @@ uint64_t hlc_now(struct hlc *h, uint64_t phys_ns)
 
 bool hlc_recv(struct hlc *h, uint64_t phys_ns, uint64_t remote_ns)
 {
+    assert(h);
     if (remote_ns > phys_ns) {
         uint64_t ahead = remote_ns - phys_ns;
         if (ahead > h->max_skew_seen_ns) h->max_skew_seen_ns = ahead;

@@ -2,6 +2,7 @@
 /* kv: local writes and the live-data digest; see include/arborkv/kv.h. */
 #include "arborkv/kv.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@
 int kv_write(struct server *srv, enum codec_op op, const uint8_t *key, size_t key_len,
              const uint8_t *value, size_t value_len, uint64_t ts)
 {
+    assert(srv && key && key_len > 0 && (op == CODEC_OP_DEL || value || value_len == 0));
     bool tombstone = op == CODEC_OP_DEL;
     int rc = store_begin(srv->store);
     if (rc == 0) {

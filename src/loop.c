@@ -11,6 +11,7 @@
  */
 #include "arborkv/loop.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -81,6 +82,7 @@ static uint32_t to_epoll(unsigned mask)
 
 int loop_add_fd(struct loop *l, int fd, unsigned mask, loop_fd_fn *fn, void *arg)
 {
+    assert(l && fd >= 0 && fn);
     if (fd < 0) return -EINVAL;
     if ((size_t) fd >= l->nslots) {
         size_t n = l->nslots ? l->nslots : 64;
@@ -116,6 +118,7 @@ void loop_del_fd(struct loop *l, int fd)
 
 uint64_t loop_add_timer(struct loop *l, uint64_t delay_us, loop_timer_fn *fn, void *arg)
 {
+    assert(l && fn);
     size_t i;
     for (i = 0; i < l->ntimers; i++)
         if (l->timers[i].id == 0) break;

@@ -30,6 +30,7 @@
 #include "arborkv/mqtt.h"
 
 #include <MQTTAsync.h>
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -833,6 +834,7 @@ void mqtt_free(struct mqtt *m, int timeout_ms)
 
 int mqtt_subscribe(struct mqtt *m, const char *filter, bool no_local)
 {
+    assert(m && filter && *filter);
     if (m->nsubs == SUBS_MAX) return -ENOSPC;
     m->sub_no_local[m->nsubs] = no_local;
     m->subs[m->nsubs++] = xstrdup(filter);
@@ -843,6 +845,7 @@ int mqtt_subscribe(struct mqtt *m, const char *filter, bool no_local)
 int mqtt_publish(struct mqtt *m, const char *topic, const void *payload, size_t len, int qos,
                  bool retain, uint64_t tag)
 {
+    assert(m && topic && *topic && (payload || len == 0) && qos >= 0 && qos <= 2);
     if (m->state != MQTT_CONNECTED) return -ENOTCONN;
     if (len > (size_t) INT32_MAX) return -EMSGSIZE;
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;

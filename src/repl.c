@@ -223,6 +223,7 @@ static void finish_message(struct repl *r)
 
 void repl_record(struct repl *r, enum codec_op op, const struct store_rec *rec)
 {
+    assert(!r || (rec && rec->key_len > 0));
     if (!r || !r->recording) return;
     r->nfresh = 0; /* msgs[] is this turn's again */
     struct codec_event ev = {
@@ -314,6 +315,7 @@ void repl_pump(struct repl *r)
 {
     if (!r || !r->enabled || !mqtt_is_up(r->mqtt)) return;
     if (store_in_txn(r->srv->store)) return; /* uncommitted rows must not leave */
+    assert(r->ninflight <= r->o.max_inflight && r->fresh_next <= r->nfresh);
     while (r->ninflight < r->o.max_inflight) {
         /* Never more than the broker takes at once: paho would hold the rest up to a second. */
         uint32_t room = mqtt_send_room(r->mqtt);
@@ -675,6 +677,7 @@ int repl_listen(struct repl *r, const struct repl_listener *l)
 
 int repl_publish(struct repl *r, const char *suffix, const void *payload, size_t len)
 {
+    assert(suffix && (payload || len == 0));
     if (!r || !r->enabled) return -ENOTCONN;
     size_t n = strlen(r->prefix) + 1 + strlen(suffix) + 1;
     char *topic = xmalloc(n);
