@@ -140,13 +140,19 @@ static void reply_unknown(struct cmd_ctx *x)
     resp_add_error(x->out, (const char *) m->data, m->len);
 }
 
+/* d's name in lower case, as Redis spells command names in replies (truncated to n - 1). */
+static void lower_name(const struct cmd_def *d, char *out, size_t n)
+{
+    size_t i = 0;
+    for (; d->name[i] && i < n - 1; i++)
+        out[i] = (char) (d->name[i] >= 'A' && d->name[i] <= 'Z' ? d->name[i] + 32 : d->name[i]);
+    out[i] = '\0';
+}
+
 static void reply_arity(struct cmd_ctx *x, const struct cmd_def *d)
 {
     char lower[32];
-    size_t i = 0;
-    for (; d->name[i] && i < sizeof(lower) - 1; i++)
-        lower[i] = (char) (d->name[i] >= 'A' && d->name[i] <= 'Z' ? d->name[i] + 32 : d->name[i]);
-    lower[i] = '\0';
+    lower_name(d, lower, sizeof(lower));
     reply_error(x, "wrong number of arguments for '%s' command", lower);
 }
 
@@ -292,10 +298,7 @@ void cmd_watch(struct cmd_ctx *x)
 static void command_entry(struct cmd_ctx *x, const struct cmd_def *d)
 {
     char lower[32];
-    size_t i = 0;
-    for (; d->name[i] && i < sizeof(lower) - 1; i++)
-        lower[i] = (char) (d->name[i] >= 'A' && d->name[i] <= 'Z' ? d->name[i] + 32 : d->name[i]);
-    lower[i] = '\0';
+    lower_name(d, lower, sizeof(lower));
     resp_add_array_len(x->out, 6);
     resp_add_bulk_str(x->out, lower);
     resp_add_int(x->out, d->arity);
