@@ -3,12 +3,20 @@
  * conf: configuration defaults, a strict reader for the TOML subset MerkleKV's config files use,
  * and the command line; see include/arborkv/conf.h and docs/configuration.md.
  *
- * The reader is a small recursive-descent parser over the whole file (at most CONF_MAX_FILE_BYTES)
- * that tracks line numbers: [table] headers, `key = value` statements, comments, basic and
- * literal strings, integers, booleans and arrays (which may span lines). Values of other TOML
- * types (floats, dates, inline tables) are skipped as opaque when they belong to unknown keys and
- * refused for known ones. Unknown keys and tables only add a warning; everything malformed is an
- * error with its line. The module never logs: main.c prints errors and warnings.
+ * The reader is hand-written on purpose: Debian 12 packages no C TOML library (only C++ ones),
+ * and the subset MerkleKV's files need is small. It is a recursive-descent parser over the whole
+ * file (at most CONF_MAX_FILE_BYTES) that tracks line numbers: [table] headers, `key = value`
+ * statements, comments, basic and literal strings, integers, booleans and arrays (which may span
+ * lines). Values of other TOML types (floats, dates, inline tables) are skipped as opaque when
+ * they belong to unknown keys and refused for known ones. Unknown keys and tables only add a
+ * warning; everything malformed is an error with its line. The module never logs: main.c prints
+ * errors and warnings.
+ *
+ * One table, keys[], describes every key: its table, type, field in struct conf, range, default,
+ * command-line option and, for the few keys with a rule of their own, a check hook. conf_init,
+ * conf_clear, the file reader and the command line all work from it. apply() checks types and
+ * ranges for every key and words those errors ("port must be an integer in 0..65535"); a row's
+ * msg replaces that wording for keys whose message lists the accepted values (engine, fsync).
  */
 #include "arborkv/conf.h"
 
@@ -84,57 +92,6 @@ static void free_list(char **list)
     free(list);
 }
 
-void conf_init(struct conf *c)
-{
-    memset(c, 0, sizeof(*c));
-    c->host = xstrdup("127.0.0.1");
-    c->port = 7379;
-    c->storage_path = xstrdup("data");
-    c->engine = CONF_ENGINE_SQLITE;
-    c->sync_interval_seconds = 60;
-    c->fsync = CONF_FSYNC_NORMAL;
-    c->max_clients = 10000;
-    c->client_output_limit = 64 * 1024 * 1024;
-    c->log_level = LOG_INFO;
-    c->tombstone_ttl_seconds = 7 * 86400;
-    c->mqtt_broker = xstrdup("127.0.0.1");
-    c->mqtt_port = 1883;
-    c->topic_prefix = xstrdup("arborkv");
-    c->keepalive_seconds = 30;
-    c->wire_merklekv = false;
-    c->mqtt_version = 5;
-    c->batch_max_events = 1000;
-    c->max_inflight = 256;
-    c->outbox_max_events = 1000000;
-    c->max_clock_skew_seconds = 60;
-    c->reconnect_max_seconds = 30;
-    c->stall_timeout_seconds = 5;
-    c->ae_enabled = true;
-    c->ae_interval_seconds = 10;
-    c->merkle_fanout = 16;
-    c->merkle_depth = 4;
-    c->sync_timeout_seconds = 10;
-}
-
-void conf_clear(struct conf *c)
-{
-    free(c->host);
-    free(c->storage_path);
-    free(c->node_id);
-    free(c->mqtt_broker);
-    free(c->topic_prefix);
-    free(c->client_id);
-    free(c->client_password);
-    free(c->mqtt_username);
-    free(c->tls_ca_file);
-    free(c->tls_cert_file);
-    free(c->tls_key_file);
-    free_list(c->repl_peer_list);
-    free_list(c->ae_peer_list);
-    free_list(c->warnings);
-    memset(c, 0, sizeof(*c));
-}
-
 static void add_warning(struct conf *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void add_warning(struct conf *c, const char *fmt, ...)
@@ -150,114 +107,57 @@ static void add_warning(struct conf *c, const char *fmt, ...)
     c->warnings[c->nwarnings] = NULL;
 }
 
-/* ---- values: validation shared by the file and the command line ---- */
+/* ---- the keys ---- */
 
-/* Each setter returns NULL on success or a static/formatted reason on failure (into why). */
-typedef const char *setter_fn(struct conf *c, const struct value *v, char *why, size_t whylen);
+enum key_type {
+    T_STR,  /* char *, heap; NULL = unset */
+    T_INT,  /* int or int64_t (by the field's size) in lo..hi */
+    T_BOOL, /* bool: true or false */
+    T_ENUM, /* an int or bool field set from a string through names[] (or the check hook) */
+    T_LIST, /* char **: NULL-terminated array of strings, heap; NULL = unset */
+};
 
-static const char *want_str(const struct value *v)
-{
-    return v->type == V_STR ? NULL : "must be a string";
-}
+/* A string an enum key accepts and the value it stands for. Aliases are rows of their own. */
+struct enum_name {
+    const char *name;
+    int value;
+};
 
-static void replace(char **dst, const char *s)
-{
-    free(*dst);
-    *dst = s ? xstrdup(s) : NULL;
-}
+struct key_def;
 
-static const char *int_range(const struct value *v, int64_t lo, int64_t hi, char *why, size_t n)
-{
-    if (v->type == V_INT && v->i >= lo && v->i <= hi) return NULL;
-    (void) snprintf(why, n, "must be an integer in %lld..%lld", (long long) lo, (long long) hi);
-    return why;
-}
+/* What a key's check hook sees: its row, the value, and the integer about to be stored in an
+ * integer, bool or enum field, which the hook may set (log_level maps its string that way). */
+struct check {
+    const struct key_def *d;
+    const struct value *v;
+    int64_t i;
+    char *why; /* room for a formatted reason */
+    size_t n;
+};
 
-static const char *set_host(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    if (want_str(v)) return want_str(v);
-    if (!*v->str) return "must not be empty";
-    replace(&c->host, v->str);
-    return NULL;
-}
+/* A key's own rule, run after the generic type and range checks: NULL, or the reason. */
+typedef const char *check_fn(struct check *k);
 
-static const char *set_port(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    const char *e = int_range(v, 0, 65535, why, n);
-    if (!e) c->port = (int) v->i;
-    return e;
-}
-
-static const char *set_storage_path(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    if (want_str(v)) return want_str(v);
-    if (!*v->str) return "must not be empty";
-    replace(&c->storage_path, v->str);
-    return NULL;
-}
-
-static const char *set_engine(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    static const char *const msg = "must be one of sqlite, memory (aliases: sled, rwlock, kv)";
-    if (v->type != V_STR) return msg;
-    if (!strcmp(v->str, "sqlite") || !strcmp(v->str, "sled"))
-        c->engine = CONF_ENGINE_SQLITE;
-    else if (!strcmp(v->str, "memory") || !strcmp(v->str, "rwlock") || !strcmp(v->str, "kv"))
-        c->engine = CONF_ENGINE_MEMORY;
-    else
-        return msg;
-    return NULL;
-}
-
-static const char *set_sync_interval(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    const char *e = int_range(v, 1, 86400 * 365, why, n);
-    if (!e) c->sync_interval_seconds = (int) v->i;
-    return e;
-}
-
-static const char *set_fsync(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    if (v->type == V_STR && !strcmp(v->str, "normal"))
-        c->fsync = CONF_FSYNC_NORMAL;
-    else if (v->type == V_STR && !strcmp(v->str, "always"))
-        c->fsync = CONF_FSYNC_ALWAYS;
-    else
-        return "must be \"normal\" or \"always\"";
-    return NULL;
-}
-
-static const char *set_max_clients(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    const char *e = int_range(v, 1, 1000000, why, n);
-    if (!e) c->max_clients = (int) v->i;
-    return e;
-}
-
-static const char *set_output_limit(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    const char *e = int_range(v, 1024, INT64_MAX, why, n);
-    if (!e) c->client_output_limit = v->i;
-    return e;
-}
-
-static const char *set_log_level(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    enum log_level l;
-    if (v->type != V_STR || log_level_parse(v->str, &l) < 0)
-        return "must be one of debug, info, warn, error";
-    c->log_level = (int) l;
-    return NULL;
-}
+struct key_def {
+    const char *table; /* "" for top level */
+    const char *key;
+    enum key_type type;
+    size_t off, size;              /* the field in struct conf: offsetof and sizeof */
+    int64_t lo, hi;                /* T_INT: the accepted range */
+    int64_t def;                   /* default of T_INT, T_BOOL and T_ENUM fields */
+    const char *def_str;           /* default of a T_STR field (copied); NULL = unset */
+    bool nonempty;                 /* T_STR: "" is refused */
+    const struct enum_name *names; /* T_ENUM: accepted strings, {NULL} last */
+    const char *msg;               /* the reason for a value of the wrong type, out of range
+                                    * or not in names[], instead of the generic one */
+    check_fn *check;               /* a rule of the key's own, or NULL */
+    const char *opt;               /* the command-line option that sets the key, or NULL */
+};
 
 /* A node id becomes an MQTT topic level: printable ASCII without '/', '+', '#' or spaces. */
-static const char *check_topic_level(const char *s)
+static const char *check_topic_level(struct check *k)
 {
+    const char *s = k->v->str;
     if (!*s) return "must not be empty";
     if (strlen(s) > 128) return "must be at most 128 characters";
     for (const char *p = s; *p; p++)
@@ -266,259 +166,255 @@ static const char *check_topic_level(const char *s)
     return NULL;
 }
 
-static const char *set_node_id(struct conf *c, const struct value *v, char *why, size_t n)
+/* The root of every topic: a wildcard or an empty level would reach beyond this cluster's. */
+static const char *check_topic_prefix(struct check *k)
 {
-    (void) why, (void) n;
-    if (want_str(v)) return want_str(v);
-    const char *e = check_topic_level(v->str);
-    if (!e) replace(&c->node_id, v->str);
-    return e;
-}
-
-static const char *set_repl_enabled(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    if (v->type != V_BOOL) return "must be true or false";
-    c->repl_enabled = v->b;
-    return NULL;
-}
-
-static const char *set_broker(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    if (want_str(v)) return want_str(v);
-    if (!*v->str) return "must not be empty";
-    replace(&c->mqtt_broker, v->str);
-    return NULL;
-}
-
-static const char *set_mqtt_port(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    const char *e = int_range(v, 1, 65535, why, n);
-    if (!e) c->mqtt_port = (int) v->i;
-    return e;
-}
-
-static const char *set_topic_prefix(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    if (want_str(v)) return want_str(v);
-    if (!*v->str) return "must not be empty";
-    for (const char *p = v->str; *p; p++)
+    const char *s = k->v->str;
+    for (const char *p = s; *p; p++)
         if (*p == '+' || *p == '#') return "must not contain MQTT wildcards '+' or '#'";
-    if (v->str[0] == '/' || v->str[strlen(v->str) - 1] == '/')
-        return "must not start or end with '/'";
-    replace(&c->topic_prefix, v->str);
-    return NULL;
-}
-
-static const char *set_client_id(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    if (want_str(v)) return want_str(v);
-    const char *e = check_topic_level(v->str);
-    if (!e) replace(&c->client_id, v->str);
-    return e;
-}
-
-static const char *set_password(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    if (want_str(v)) return want_str(v);
-    replace(&c->client_password, v->str);
-    return NULL;
-}
-
-static const char *set_username(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    if (want_str(v)) return want_str(v);
-    replace(&c->mqtt_username, v->str);
+    if (s[0] == '/' || s[strlen(s) - 1] == '/') return "must not start or end with '/'";
     return NULL;
 }
 
 /* A file path that must be readable now (TLS material): a typo is reported at startup. */
-static const char *set_readable_file(char **dst, const struct value *v, char *why, size_t n)
+static const char *check_readable(struct check *k)
 {
-    if (want_str(v)) return want_str(v);
-    if (access(v->str, R_OK) != 0) {
-        (void) snprintf(why, n, "cannot read '%s': %s", v->str, strerror(errno));
-        return why;
-    }
-    replace(dst, v->str);
+    if (access(k->v->str, R_OK) == 0) return NULL;
+    (void) snprintf(k->why, k->n, "cannot read '%s': %s", k->v->str, strerror(errno));
+    return k->why;
+}
+
+/* log_level's words are log.c's: any case, and "warning" too. */
+static const char *check_log_level(struct check *k)
+{
+    enum log_level l;
+    if (log_level_parse(k->v->str, &l) < 0) return k->d->msg;
+    k->i = (int64_t) l;
     return NULL;
 }
 
-static const char *set_tls_ca(struct conf *c, const struct value *v, char *why, size_t n)
+/* Merkle node hashes split into whole bits per level. */
+static const char *check_power_of_two(struct check *k)
 {
-    return set_readable_file(&c->tls_ca_file, v, why, n);
+    return k->i & (k->i - 1) ? "must be a power of two (2, 4, 8, 16, 32, 64, 128 or 256)" : NULL;
 }
 
-static const char *set_tls_cert(struct conf *c, const struct value *v, char *why, size_t n)
+/* 3..5 is the range; there is no MQTT 4. */
+static const char *check_mqtt_version(struct check *k)
 {
-    return set_readable_file(&c->tls_cert_file, v, why, n);
+    return k->i == 3 || k->i == 5 ? NULL : k->d->msg;
 }
 
-static const char *set_tls_key(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    return set_readable_file(&c->tls_key_file, v, why, n);
-}
-
-static const char *set_mqtt_version(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    if (v->type != V_INT || (v->i != 3 && v->i != 5)) return "must be 5 (MQTT 5) or 3 (MQTT 3.1.1)";
-    c->mqtt_version = v->i;
-    return NULL;
-}
-
-static const char *set_wire(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    if (v->type == V_STR && !strcmp(v->str, "cbor"))
-        c->wire_merklekv = false;
-    else if (v->type == V_STR && !strcmp(v->str, "merklekv"))
-        c->wire_merklekv = true;
-    else
-        return "must be \"cbor\" or \"merklekv\"";
-    return NULL;
-}
-
-/* Integer keys of [replication] that need nothing but a range check. */
-#define INT_SETTER(fn, field, lo, hi)                                                 \
-    static const char *fn(struct conf *c, const struct value *v, char *why, size_t n) \
-    {                                                                                 \
-        const char *e = int_range(v, lo, hi, why, n);                                 \
-        if (!e) c->field = v->i;                                                      \
-        return e;                                                                     \
-    }
-INT_SETTER(set_keepalive, keepalive_seconds, 1, 3600)
-INT_SETTER(set_batch_max, batch_max_events, 1, 100000)
-INT_SETTER(set_max_inflight, max_inflight, 1, 60000)
-INT_SETTER(set_outbox_max, outbox_max_events, 1, INT64_MAX)
-INT_SETTER(set_max_skew, max_clock_skew_seconds, 1, 86400 * 365)
-INT_SETTER(set_reconnect_max, reconnect_max_seconds, 1, 3600)
-INT_SETTER(set_stall_timeout, stall_timeout_seconds, 1, 3600)
-INT_SETTER(set_tombstone_ttl, tombstone_ttl_seconds, 0, 86400LL * 365 * 100)
-#undef INT_SETTER
-
-static const char *set_list(char ***dst, const struct value *v)
-{
-    if (v->type != V_ARRAY || !v->all_strings) return "must be an array of strings";
-    free_list(*dst);
-    *dst = xcalloc(v->nitems + 1, sizeof(**dst));
-    for (size_t i = 0; i < v->nitems; i++)
-        (*dst)[i] = xstrdup(v->items[i]);
-    return NULL;
-}
-
-static const char *set_repl_peers(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    return set_list(&c->repl_peer_list, v);
-}
-
-static const char *set_ae_enabled(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    if (v->type != V_BOOL) return "must be true or false";
-    c->ae_enabled = v->b;
-    return NULL;
-}
-
-static const char *set_ae_interval(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    const char *e = int_range(v, 1, 86400, why, n);
-    if (!e) c->ae_interval_seconds = (int) v->i;
-    return e;
-}
-
-static const char *set_fanout(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    const char *e = int_range(v, 2, 256, why, n);
-    if (e) return e;
-    if (v->i & (v->i - 1)) return "must be a power of two (2, 4, 8, 16, 32, 64, 128 or 256)";
-    c->merkle_fanout = (int) v->i;
-    return NULL;
-}
-
-static const char *set_depth(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    const char *e = int_range(v, 1, 8, why, n);
-    if (!e) c->merkle_depth = (int) v->i;
-    return e;
-}
-
-static const char *set_sync_timeout(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    const char *e = int_range(v, 1, 3600, why, n);
-    if (!e) c->sync_timeout_seconds = (int) v->i;
-    return e;
-}
-
-static const char *set_ae_peers(struct conf *c, const struct value *v, char *why, size_t n)
-{
-    (void) why, (void) n;
-    return set_list(&c->ae_peer_list, v);
-}
-
-struct key_def {
-    const char *table; /* "" for top level */
-    const char *key;
-    setter_fn *set;
+static const struct enum_name engine_names[] = {
+    { "sqlite", CONF_ENGINE_SQLITE }, { "sled", CONF_ENGINE_SQLITE },   /* MerkleKV's sled */
+    { "memory", CONF_ENGINE_MEMORY }, { "rwlock", CONF_ENGINE_MEMORY }, /* MerkleKV's rwlock */
+    { "kv", CONF_ENGINE_MEMORY },     { NULL, 0 },
 };
+static const struct enum_name fsync_names[] = {
+    { "normal", CONF_FSYNC_NORMAL },
+    { "always", CONF_FSYNC_ALWAYS },
+    { NULL, 0 },
+};
+static const struct enum_name wire_names[] = { { "cbor", false },
+                                               { "merklekv", true },
+                                               { NULL, 0 } };
 
+/* The type and field columns of a row. */
+#define FIELD(f)         .off = offsetof(struct conf, f), .size = sizeof(((struct conf *) 0)->f)
+#define STR(f)           T_STR, FIELD(f)
+#define INT(f, lo_, hi_) T_INT, FIELD(f), .lo = (lo_), .hi = (hi_)
+#define BOOL(f)          T_BOOL, FIELD(f)
+#define ENUM(f, names_)  T_ENUM, FIELD(f), .names = (names_)
+#define LIST(f)          T_LIST, FIELD(f)
+#define DAYS             86400LL
+
+/* Every key, in the order of docs/configuration.md. */
 static const struct key_def keys[] = {
-    { "", "host", set_host },
-    { "", "port", set_port },
-    { "", "storage_path", set_storage_path },
-    { "", "engine", set_engine },
-    { "", "sync_interval_seconds", set_sync_interval },
-    { "", "fsync", set_fsync },
-    { "", "max_clients", set_max_clients },
-    { "", "client_output_limit", set_output_limit },
-    { "", "log_level", set_log_level },
-    { "", "node_id", set_node_id },
-    { "", "tombstone_ttl_seconds", set_tombstone_ttl },
-    { "replication", "enabled", set_repl_enabled },
-    { "replication", "mqtt_broker", set_broker },
-    { "replication", "mqtt_port", set_mqtt_port },
-    { "replication", "topic_prefix", set_topic_prefix },
-    { "replication", "client_id", set_client_id },
-    { "replication", "client_password", set_password },
-    { "replication", "username", set_username },
-    { "replication", "peer_list", set_repl_peers },
-    { "replication", "tls_ca_file", set_tls_ca },
-    { "replication", "tls_cert_file", set_tls_cert },
-    { "replication", "tls_key_file", set_tls_key },
-    { "replication", "keepalive_seconds", set_keepalive },
-    { "replication", "mqtt_version", set_mqtt_version },
-    { "replication", "wire", set_wire },
-    { "replication", "batch_max_events", set_batch_max },
-    { "replication", "max_inflight", set_max_inflight },
-    { "replication", "outbox_max_events", set_outbox_max },
-    { "replication", "max_clock_skew_seconds", set_max_skew },
-    { "replication", "reconnect_max_seconds", set_reconnect_max },
-    { "replication", "stall_timeout_seconds", set_stall_timeout },
-    { "anti_entropy", "enabled", set_ae_enabled },
-    { "anti_entropy", "interval_seconds", set_ae_interval },
-    { "anti_entropy", "peer_list", set_ae_peers },
-    { "anti_entropy", "fanout", set_fanout },
-    { "anti_entropy", "depth", set_depth },
-    { "anti_entropy", "sync_timeout_seconds", set_sync_timeout },
+    { "", "host", STR(host), .def_str = "127.0.0.1", .nonempty = true, .opt = "--host" },
+    { "", "port", INT(port, 0, 65535), .def = 7379, .opt = "--port" },
+    { "", "storage_path", STR(storage_path), .def_str = "data", .nonempty = true,
+      .opt = "--storage-path" },
+    { "", "engine", ENUM(engine, engine_names), .def = CONF_ENGINE_SQLITE, .opt = "--engine",
+      .msg = "must be one of sqlite, memory (aliases: sled, rwlock, kv)" },
+    { "", "sync_interval_seconds", INT(sync_interval_seconds, 1, 365 * DAYS), .def = 60 },
+    { "", "fsync", ENUM(fsync, fsync_names), .def = CONF_FSYNC_NORMAL,
+      .msg = "must be \"normal\" or \"always\"" },
+    { "", "max_clients", INT(max_clients, 1, 1000000), .def = 10000 },
+    { "", "client_output_limit", INT(client_output_limit, 1024, INT64_MAX),
+      .def = 64 * 1024 * 1024 },
+    { "", "log_level", ENUM(log_level, NULL), .def = LOG_INFO, .check = check_log_level,
+      .opt = "--log-level", .msg = "must be one of debug, info, warn, error" },
+    { "", "node_id", STR(node_id), .check = check_topic_level, .opt = "--node-id" },
+    { "", "tombstone_ttl_seconds", INT(tombstone_ttl_seconds, 0, 100 * 365 * DAYS),
+      .def = 7 * DAYS },
+
+    { "replication", "enabled", BOOL(repl_enabled), .def = false },
+    { "replication", "mqtt_broker", STR(mqtt_broker), .def_str = "127.0.0.1", .nonempty = true },
+    { "replication", "mqtt_port", INT(mqtt_port, 1, 65535), .def = 1883 },
+    { "replication", "topic_prefix", STR(topic_prefix), .def_str = "arborkv", .nonempty = true,
+      .check = check_topic_prefix },
+    { "replication", "client_id", STR(client_id), .check = check_topic_level },
+    { "replication", "client_password", STR(client_password) },
+    { "replication", "username", STR(mqtt_username) },
+    { "replication", "peer_list", LIST(repl_peer_list) },
+    { "replication", "tls_ca_file", STR(tls_ca_file), .check = check_readable },
+    { "replication", "tls_cert_file", STR(tls_cert_file), .check = check_readable },
+    { "replication", "tls_key_file", STR(tls_key_file), .check = check_readable },
+    { "replication", "keepalive_seconds", INT(keepalive_seconds, 1, 3600), .def = 30 },
+    { "replication", "mqtt_version", INT(mqtt_version, 3, 5), .def = 5, .check = check_mqtt_version,
+      .msg = "must be 5 (MQTT 5) or 3 (MQTT 3.1.1)" },
+    { "replication", "wire", ENUM(wire_merklekv, wire_names), .def = false,
+      .msg = "must be \"cbor\" or \"merklekv\"" },
+    { "replication", "batch_max_events", INT(batch_max_events, 1, 100000), .def = 1000 },
+    { "replication", "max_inflight", INT(max_inflight, 1, 60000), .def = 256 },
+    { "replication", "outbox_max_events", INT(outbox_max_events, 1, INT64_MAX), .def = 1000000 },
+    { "replication", "max_clock_skew_seconds", INT(max_clock_skew_seconds, 1, 365 * DAYS),
+      .def = 60 },
+    { "replication", "reconnect_max_seconds", INT(reconnect_max_seconds, 1, 3600), .def = 30 },
+    { "replication", "stall_timeout_seconds", INT(stall_timeout_seconds, 1, 3600), .def = 5 },
+
+    { "anti_entropy", "enabled", BOOL(ae_enabled), .def = true },
+    { "anti_entropy", "interval_seconds", INT(ae_interval_seconds, 1, DAYS), .def = 10 },
+    { "anti_entropy", "peer_list", LIST(ae_peer_list) },
+    { "anti_entropy", "fanout", INT(merkle_fanout, 2, 256), .def = 16,
+      .check = check_power_of_two },
+    { "anti_entropy", "depth", INT(merkle_depth, 1, 8), .def = 4 },
+    { "anti_entropy", "sync_timeout_seconds", INT(sync_timeout_seconds, 1, 3600), .def = 10 },
 };
+
+#undef FIELD
+#undef STR
+#undef INT
+#undef BOOL
+#undef ENUM
+#undef LIST
+#undef DAYS
+
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+/* Integer, bool and enum fields are stored by their size; these must differ. */
+_Static_assert(sizeof(bool) != sizeof(int) && sizeof(int) != sizeof(int64_t), "field sizes");
+_Static_assert(sizeof(enum conf_engine) == sizeof(int) && sizeof(enum conf_fsync) == sizeof(int),
+               "enum fields are stored as int");
+
+static void *field_of(struct conf *c, const struct key_def *d)
+{
+    return (char *) c + d->off;
+}
+
+static void store_int(void *field, size_t size, int64_t i)
+{
+    if (size == sizeof(bool)) {
+        bool b = i != 0;
+        memcpy(field, &b, sizeof(b));
+    } else if (size == sizeof(int)) {
+        int x = (int) i; /* in range: checked against lo..hi or an enum's values */
+        memcpy(field, &x, sizeof(x));
+    } else {
+        memcpy(field, &i, sizeof(i));
+    }
+}
+
+static void replace(char **dst, const char *s)
+{
+    free(*dst);
+    *dst = s ? xstrdup(s) : NULL;
+}
+
+void conf_init(struct conf *c)
+{
+    memset(c, 0, sizeof(*c));
+    for (size_t k = 0; k < NKEYS; k++) {
+        const struct key_def *d = &keys[k];
+        if (d->type == T_STR)
+            replace(field_of(c, d), d->def_str);
+        else if (d->type != T_LIST)
+            store_int(field_of(c, d), d->size, d->def);
+    }
+}
+
+void conf_clear(struct conf *c)
+{
+    for (size_t k = 0; k < NKEYS; k++) {
+        void *field = field_of(c, &keys[k]);
+        if (keys[k].type == T_STR)
+            free(*(char **) field);
+        else if (keys[k].type == T_LIST)
+            free_list(*(char ***) field);
+    }
+    free_list(c->warnings);
+    memset(c, 0, sizeof(*c));
+}
+
+/*
+ * Checks v against the key d and stores it in c. Returns NULL, or the reason (static or formatted
+ * into why) that callers prefix with the key's or option's name. Used by the file and the command
+ * line alike, so both word their errors the same.
+ */
+static const char *apply(struct conf *c, const struct key_def *d, const struct value *v, char *why,
+                         size_t n)
+{
+    struct check k = { .d = d, .v = v, .why = why, .n = n };
+    switch (d->type) {
+    case T_STR:
+        if (v->type != V_STR) return "must be a string";
+        if (d->nonempty && !*v->str) return "must not be empty";
+        break;
+    case T_INT:
+        if (v->type != V_INT || v->i < d->lo || v->i > d->hi) {
+            if (d->msg) return d->msg;
+            (void) snprintf(why, n, "must be an integer in %lld..%lld", (long long) d->lo,
+                            (long long) d->hi);
+            return why;
+        }
+        k.i = v->i;
+        break;
+    case T_BOOL:
+        if (v->type != V_BOOL) return "must be true or false";
+        k.i = v->b;
+        break;
+    case T_ENUM:
+        if (v->type != V_STR) return d->msg;
+        if (d->names) { /* without names[], the check hook maps the string */
+            const struct enum_name *nm = d->names;
+            while (nm->name && strcmp(nm->name, v->str) != 0)
+                nm++;
+            if (!nm->name) return d->msg;
+            k.i = nm->value;
+        }
+        break;
+    case T_LIST:
+        if (v->type != V_ARRAY || !v->all_strings) return "must be an array of strings";
+        break;
+    }
+    const char *e = d->check ? d->check(&k) : NULL;
+    if (e) return e;
+    void *field = field_of(c, d);
+    if (d->type == T_STR) {
+        replace(field, v->str);
+    } else if (d->type == T_LIST) {
+        char ***dst = field;
+        free_list(*dst);
+        *dst = xcalloc(v->nitems + 1, sizeof(**dst));
+        for (size_t j = 0; j < v->nitems; j++)
+            (*dst)[j] = xstrdup(v->items[j]);
+    } else {
+        store_int(field, d->size, k.i);
+    }
+    return NULL;
+}
 
 static const struct key_def *find_key(const char *table, const char *key)
 {
-    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-        if (!strcmp(keys[i].table, table) && !strcmp(keys[i].key, key)) return &keys[i];
+    for (size_t k = 0; k < NKEYS; k++)
+        if (!strcmp(keys[k].table, table) && !strcmp(keys[k].key, key)) return &keys[k];
     return NULL;
 }
 
 static bool known_table(const char *table)
 {
-    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-        if (!strcmp(keys[i].table, table)) return true;
+    for (size_t k = 0; k < NKEYS; k++)
+        if (!strcmp(keys[k].table, table)) return true;
     return false;
 }
 
@@ -1025,7 +921,7 @@ static int parse_statement(struct parser *ps)
                             *ps->table ? " in [" : "", ps->table, *ps->table ? "]" : "");
         } else {
             char why[128];
-            const char *e = d->set(ps->c, &v, why, sizeof(why));
+            const char *e = apply(ps->c, d, &v, why, sizeof(why));
             if (e) {
                 ps->line = line;
                 rc = perr(ps, "%s%s%s %s", *ps->table ? ps->table : "", *ps->table ? "." : "", key,
@@ -1085,23 +981,7 @@ int conf_load_file(struct conf *c, const char *path, struct conf_error *err)
     return rc;
 }
 
-/* ---- command line ---- */
-
-struct opt_def {
-    const char *name;
-    const char *table;
-    const char *key;
-    enum vtype type;
-};
-
-static const struct opt_def opts[] = {
-    { "--host", "", "host", V_STR },
-    { "--port", "", "port", V_INT },
-    { "--storage-path", "", "storage_path", V_STR },
-    { "--engine", "", "engine", V_STR },
-    { "--node-id", "", "node_id", V_STR },
-    { "--log-level", "", "log_level", V_STR },
-};
+/* ---- command line: the keys with an option (.opt) ---- */
 
 const char *conf_config_path(int argc, char **argv, bool *bad)
 {
@@ -1144,20 +1024,21 @@ int conf_apply_args(struct conf *c, int argc, char **argv, const char **action,
             if (!eq) i++;
             continue;
         }
-        const struct opt_def *o = NULL;
-        for (size_t j = 0; j < sizeof(opts) / sizeof(opts[0]) && !o; j++)
-            if (strlen(opts[j].name) == nlen && !strncmp(opts[j].name, a, nlen)) o = &opts[j];
-        if (!o) {
+        const struct key_def *d = NULL;
+        for (size_t k = 0; k < NKEYS && !d; k++)
+            if (keys[k].opt && strlen(keys[k].opt) == nlen && !strncmp(keys[k].opt, a, nlen))
+                d = &keys[k];
+        if (!d) {
             set_err(err, "command line", 0, "unknown option '%.*s' (see --help)", (int) nlen, a);
             return -EINVAL;
         }
         const char *val = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
         if (!val) {
-            set_err(err, "command line", 0, "option '%s' requires a value", o->name);
+            set_err(err, "command line", 0, "option '%s' requires a value", d->opt);
             return -EINVAL;
         }
         struct value v = { .type = V_STR, .str = (char *) val };
-        if (o->type == V_INT) {
+        if (d->type == T_INT) {
             char *end;
             errno = 0;
             long long n = strtoll(val, &end, 10);
@@ -1166,9 +1047,9 @@ int conf_apply_args(struct conf *c, int argc, char **argv, const char **action,
             v.str = NULL;
         }
         char why[128];
-        const char *e = find_key(o->table, o->key)->set(c, &v, why, sizeof(why));
+        const char *e = apply(c, d, &v, why, sizeof(why));
         if (e) {
-            set_err(err, "command line", 0, "%s %s", o->name, e);
+            set_err(err, "command line", 0, "%s %s", d->opt, e);
             return -EINVAL;
         }
     }

@@ -2,13 +2,16 @@
 /*
  * Unit tests for conf: the defaults, a MerkleKV config.toml, every TOML feature of the subset
  * (docs/configuration.md), unknown keys and tables as warnings, every error with its line and
- * reason, and the command line (conf_apply_args, conf_config_path).
+ * reason, and the command line (conf_apply_args, conf_config_path). Tables of every key (its
+ * table, type, range and field) check each key's default, limits, out-of-range and wrong-type
+ * errors with file and line, and that a key is unknown in the other tables.
  * Each case writes its files into its own mkdtemp() directory and removes it at the end.
  */
 #include "arborkv/conf.h"
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,6 +229,20 @@ static void check_defaults(const struct conf *c)
     ASSERT_EQ(c->ae_interval_seconds, 10);
     ASSERT(c->ae_peer_list == NULL);
     ASSERT_EQ(c->sync_timeout_seconds, 10);
+    ASSERT(c->tls_ca_file == NULL);
+    ASSERT(c->tls_cert_file == NULL);
+    ASSERT(c->tls_key_file == NULL);
+    ASSERT_EQ(c->keepalive_seconds, 30);
+    ASSERT(!c->wire_merklekv);
+    ASSERT_EQ(c->mqtt_version, 5);
+    ASSERT_EQ(c->batch_max_events, 1000);
+    ASSERT_EQ(c->max_inflight, 256);
+    ASSERT_EQ(c->outbox_max_events, 1000000);
+    ASSERT_EQ(c->max_clock_skew_seconds, 60);
+    ASSERT_EQ(c->reconnect_max_seconds, 30);
+    ASSERT_EQ(c->stall_timeout_seconds, 5);
+    ASSERT_EQ(c->merkle_fanout, 16);
+    ASSERT_EQ(c->merkle_depth, 4);
     ASSERT(c->warnings == NULL);
     ASSERT_EQ(c->nwarnings, 0);
 }
@@ -1158,6 +1175,339 @@ TEST(error_leaves_earlier_settings)
     rm_tmp();
 }
 
+/* ---- every key, table-driven ---- */
+
+/* Where a key's value lands in struct conf, for the tables below. */
+#define FIELD(f) offsetof(struct conf, f), sizeof(((struct conf *) 0)->f)
+
+enum key_kind { K_STR, K_INT, K_BOOL, K_LIST };
+
+/* Every key of the file with the type it takes and the reason a value of another type gets
+ * (without the "table.key " prefix). */
+static const struct any_key {
+    const char *table, *key;
+    enum key_kind kind;
+    const char *wrong_type;
+} every_key[] = {
+    { "", "host", K_STR, "must be a string" },
+    { "", "port", K_INT, "must be an integer in 0..65535" },
+    { "", "storage_path", K_STR, "must be a string" },
+    { "", "engine", K_STR, "must be one of sqlite, memory (aliases: sled, rwlock, kv)" },
+    { "", "sync_interval_seconds", K_INT, "must be an integer in 1..31536000" },
+    { "", "fsync", K_STR, "must be \"normal\" or \"always\"" },
+    { "", "max_clients", K_INT, "must be an integer in 1..1000000" },
+    { "", "client_output_limit", K_INT, "must be an integer in 1024..9223372036854775807" },
+    { "", "log_level", K_STR, "must be one of debug, info, warn, error" },
+    { "", "node_id", K_STR, "must be a string" },
+    { "", "tombstone_ttl_seconds", K_INT, "must be an integer in 0..3153600000" },
+    { "replication", "enabled", K_BOOL, "must be true or false" },
+    { "replication", "mqtt_broker", K_STR, "must be a string" },
+    { "replication", "mqtt_port", K_INT, "must be an integer in 1..65535" },
+    { "replication", "topic_prefix", K_STR, "must be a string" },
+    { "replication", "client_id", K_STR, "must be a string" },
+    { "replication", "client_password", K_STR, "must be a string" },
+    { "replication", "username", K_STR, "must be a string" },
+    { "replication", "peer_list", K_LIST, "must be an array of strings" },
+    { "replication", "tls_ca_file", K_STR, "must be a string" },
+    { "replication", "tls_cert_file", K_STR, "must be a string" },
+    { "replication", "tls_key_file", K_STR, "must be a string" },
+    { "replication", "keepalive_seconds", K_INT, "must be an integer in 1..3600" },
+    { "replication", "mqtt_version", K_INT, "must be 5 (MQTT 5) or 3 (MQTT 3.1.1)" },
+    { "replication", "wire", K_STR, "must be \"cbor\" or \"merklekv\"" },
+    { "replication", "batch_max_events", K_INT, "must be an integer in 1..100000" },
+    { "replication", "max_inflight", K_INT, "must be an integer in 1..60000" },
+    { "replication", "outbox_max_events", K_INT, "must be an integer in 1..9223372036854775807" },
+    { "replication", "max_clock_skew_seconds", K_INT, "must be an integer in 1..31536000" },
+    { "replication", "reconnect_max_seconds", K_INT, "must be an integer in 1..3600" },
+    { "replication", "stall_timeout_seconds", K_INT, "must be an integer in 1..3600" },
+    { "anti_entropy", "enabled", K_BOOL, "must be true or false" },
+    { "anti_entropy", "interval_seconds", K_INT, "must be an integer in 1..86400" },
+    { "anti_entropy", "peer_list", K_LIST, "must be an array of strings" },
+    { "anti_entropy", "fanout", K_INT, "must be an integer in 2..256" },
+    { "anti_entropy", "depth", K_INT, "must be an integer in 1..8" },
+    { "anti_entropy", "sync_timeout_seconds", K_INT, "must be an integer in 1..3600" },
+};
+
+/* Every integer key with a plain range, and its field. */
+static const struct int_key {
+    const char *table, *key;
+    int64_t lo, hi;
+    size_t off, size;
+} int_keys[] = {
+    { "", "port", 0, 65535, FIELD(port) },
+    { "", "sync_interval_seconds", 1, 31536000, FIELD(sync_interval_seconds) },
+    { "", "max_clients", 1, 1000000, FIELD(max_clients) },
+    { "", "client_output_limit", 1024, INT64_MAX, FIELD(client_output_limit) },
+    { "", "tombstone_ttl_seconds", 0, 3153600000, FIELD(tombstone_ttl_seconds) },
+    { "replication", "mqtt_port", 1, 65535, FIELD(mqtt_port) },
+    { "replication", "keepalive_seconds", 1, 3600, FIELD(keepalive_seconds) },
+    { "replication", "batch_max_events", 1, 100000, FIELD(batch_max_events) },
+    { "replication", "max_inflight", 1, 60000, FIELD(max_inflight) },
+    { "replication", "outbox_max_events", 1, INT64_MAX, FIELD(outbox_max_events) },
+    { "replication", "max_clock_skew_seconds", 1, 31536000, FIELD(max_clock_skew_seconds) },
+    { "replication", "reconnect_max_seconds", 1, 3600, FIELD(reconnect_max_seconds) },
+    { "replication", "stall_timeout_seconds", 1, 3600, FIELD(stall_timeout_seconds) },
+    { "anti_entropy", "interval_seconds", 1, 86400, FIELD(ae_interval_seconds) },
+    { "anti_entropy", "fanout", 2, 256, FIELD(merkle_fanout) },
+    { "anti_entropy", "depth", 1, 8, FIELD(merkle_depth) },
+    { "anti_entropy", "sync_timeout_seconds", 1, 3600, FIELD(sync_timeout_seconds) },
+};
+
+static int64_t field_int(const struct conf *c, size_t off, size_t size)
+{
+    const char *p = (const char *) c + off;
+    if (size == sizeof(int)) {
+        int v;
+        memcpy(&v, p, sizeof(v));
+        return v;
+    }
+    ASSERT_EQ(size, sizeof(int64_t));
+    int64_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+/* "# comment\n[table]\nkey = value\n" (or a blank line for the top level): the key is on line 3,
+ * so an error that names line 3 names the key's own line. */
+static const char *key_text(char *out, size_t n, const char *table, const char *key,
+                            const char *value)
+{
+    int len;
+    if (*table)
+        len = snprintf(out, n, "# comment\n[%s]\n%s = %s\n", table, key, value);
+    else
+        len = snprintf(out, n, "# comment\n\n%s = %s\n", key, value);
+    ASSERT(len > 0 && (size_t) len < n);
+    return out;
+}
+
+/* "table.key reason" or "key reason", as the reader words its errors. */
+static const char *key_reason(char *out, size_t n, const char *table, const char *key,
+                              const char *reason)
+{
+    int len = snprintf(out, n, "%s%s%s %s", table, *table ? "." : "", key, reason);
+    ASSERT(len > 0 && (size_t) len < n);
+    return out;
+}
+
+TEST(every_int_key_range)
+{
+    make_tmp();
+    for (size_t i = 0; i < sizeof(int_keys) / sizeof(int_keys[0]); i++) {
+        const struct int_key *k = &int_keys[i];
+        char text[256], reason[256], num[32];
+        char want[128];
+        snprintf(want, sizeof(want), "must be an integer in %lld..%lld", (long long) k->lo,
+                 (long long) k->hi);
+        key_reason(reason, sizeof(reason), k->table, k->key, want);
+        /* Both limits are accepted and land in the key's own field. */
+        struct conf c;
+        conf_init(&c);
+        snprintf(num, sizeof(num), "%lld", (long long) k->lo);
+        LOAD_OK(&c, key_text(text, sizeof(text), k->table, k->key, num));
+        ASSERT_EQ(field_int(&c, k->off, k->size), k->lo);
+        conf_clear(&c);
+        conf_init(&c);
+        snprintf(num, sizeof(num), "%lld", (long long) k->hi);
+        LOAD_OK(&c, key_text(text, sizeof(text), k->table, k->key, num));
+        ASSERT_EQ(field_int(&c, k->off, k->size), k->hi);
+        conf_clear(&c);
+        /* One below and one above are refused, naming the file and the key's line. */
+        snprintf(num, sizeof(num), "%lld", (long long) k->lo - 1);
+        EXPECT_ERR(key_text(text, sizeof(text), k->table, k->key, num), 3, reason);
+        EXPECT_ERR(key_text(text, sizeof(text), k->table, k->key, "-9223372036854775808"), 3,
+                   reason);
+        if (k->hi < INT64_MAX) {
+            snprintf(num, sizeof(num), "%lld", (long long) k->hi + 1);
+            EXPECT_ERR(key_text(text, sizeof(text), k->table, k->key, num), 3, reason);
+            EXPECT_ERR(key_text(text, sizeof(text), k->table, k->key, "9223372036854775807"), 3,
+                       reason);
+        }
+    }
+    rm_tmp();
+}
+
+TEST(every_key_refuses_other_types)
+{
+    make_tmp();
+    /* For each kind of key, values of each other TOML type (and a float, a date and an inline
+     * table, which the reader keeps opaque). */
+    static const char *const not_str[] = { "1",          "true",      "[\"a\"]", "1.5",
+                                           "1979-05-27", "{ a = 1 }", NULL };
+    static const char *const not_int[] = { "\"1\"",    "true",      "[1]", "1.5",
+                                           "07:32:00", "{ a = 1 }", NULL };
+    static const char *const not_bool[] = { "\"true\"",   "1",         "[true]", "1.5",
+                                            "1979-05-27", "{ a = 1 }", NULL };
+    static const char *const not_list[] = { "\"a\"",     "1",   "true",      "[1]", "[\"a\", 1]",
+                                            "[[\"a\"]]", "1.5", "{ a = 1 }", NULL };
+    for (size_t i = 0; i < sizeof(every_key) / sizeof(every_key[0]); i++) {
+        const struct any_key *k = &every_key[i];
+        const char *const *bad = k->kind == K_STR    ? not_str
+                                 : k->kind == K_INT  ? not_int
+                                 : k->kind == K_BOOL ? not_bool
+                                                     : not_list;
+        char text[256], reason[256];
+        key_reason(reason, sizeof(reason), k->table, k->key, k->wrong_type);
+        for (const char *const *v = bad; *v; v++)
+            EXPECT_ERR(key_text(text, sizeof(text), k->table, k->key, *v), 3, reason);
+    }
+    rm_tmp();
+}
+
+TEST(every_key_is_known_only_in_its_table)
+{
+    make_tmp();
+    static const char *const tables[] = { "", "replication", "anti_entropy" };
+    for (size_t i = 0; i < sizeof(every_key) / sizeof(every_key[0]); i++) {
+        const struct any_key *k = &every_key[i];
+        for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++) {
+            bool also_there = false; /* "enabled" and "peer_list" are in two tables */
+            for (size_t j = 0; j < sizeof(every_key) / sizeof(every_key[0]); j++)
+                also_there |=
+                        !strcmp(every_key[j].table, tables[t]) && !strcmp(every_key[j].key, k->key);
+            if (also_there) continue;
+            struct conf c;
+            conf_init(&c);
+            char text[256];
+            /* A value of a type the key would refuse: in another table it is only unknown. */
+            const char *path = LOAD_OK(&c, key_text(text, sizeof(text), tables[t], k->key, "1.5"));
+            ASSERT_EQ(c.nwarnings, 1);
+            EXPECT_WARNING(&c, 0, "%s:3: unknown key '%s'%s%s%s", path, k->key,
+                           *tables[t] ? " in [" : "", tables[t], *tables[t] ? "]" : "");
+            conf_clear(&c);
+        }
+    }
+    rm_tmp();
+}
+
+TEST(every_key_set_from_file)
+{
+    make_tmp();
+    const char *ca = write_file("ca.pem", "ca\n", 3);
+    const char *cert = write_file("cert.pem", "cert\n", 5);
+    const char *key = write_file("key.pem", "key\n", 4);
+    char text[2048];
+    int len = snprintf(text, sizeof(text),
+                       "host = \"h\"\nport = 1\nstorage_path = \"s\"\nengine = \"memory\"\n"
+                       "sync_interval_seconds = 2\nfsync = \"always\"\nmax_clients = 3\n"
+                       "client_output_limit = 4096\nlog_level = \"error\"\nnode_id = \"n\"\n"
+                       "tombstone_ttl_seconds = 5\n"
+                       "[replication]\nenabled = true\nmqtt_broker = \"b\"\nmqtt_port = 6\n"
+                       "topic_prefix = \"t\"\nclient_id = \"ci\"\nclient_password = \"pw\"\n"
+                       "username = \"u\"\npeer_list = [\"p\"]\ntls_ca_file = \"%s\"\n"
+                       "tls_cert_file = \"%s\"\ntls_key_file = \"%s\"\nkeepalive_seconds = 7\n"
+                       "mqtt_version = 3\nwire = \"merklekv\"\nbatch_max_events = 8\n"
+                       "max_inflight = 9\noutbox_max_events = 10\nmax_clock_skew_seconds = 11\n"
+                       "reconnect_max_seconds = 12\nstall_timeout_seconds = 13\n"
+                       "[anti_entropy]\nenabled = false\ninterval_seconds = 14\n"
+                       "peer_list = [\"q\", \"r\"]\nfanout = 32\ndepth = 2\n"
+                       "sync_timeout_seconds = 15\n",
+                       ca, cert, key);
+    ASSERT(len > 0 && (size_t) len < sizeof(text));
+    struct conf c;
+    conf_init(&c);
+    LOAD_OK(&c, text);
+    ASSERT_EQ(c.nwarnings, 0);
+    ASSERT_STR_EQ(c.host, "h");
+    ASSERT_EQ(c.port, 1);
+    ASSERT_STR_EQ(c.storage_path, "s");
+    ASSERT_EQ(c.engine, CONF_ENGINE_MEMORY);
+    ASSERT_EQ(c.sync_interval_seconds, 2);
+    ASSERT_EQ(c.fsync, CONF_FSYNC_ALWAYS);
+    ASSERT_EQ(c.max_clients, 3);
+    ASSERT_EQ(c.client_output_limit, 4096);
+    ASSERT_EQ(c.log_level, LOG_ERROR);
+    ASSERT_STR_EQ(c.node_id, "n");
+    ASSERT_EQ(c.tombstone_ttl_seconds, 5);
+    ASSERT(c.repl_enabled);
+    ASSERT_STR_EQ(c.mqtt_broker, "b");
+    ASSERT_EQ(c.mqtt_port, 6);
+    ASSERT_STR_EQ(c.topic_prefix, "t");
+    ASSERT_STR_EQ(c.client_id, "ci");
+    ASSERT_STR_EQ(c.client_password, "pw");
+    ASSERT_STR_EQ(c.mqtt_username, "u");
+    EXPECT_LIST(c.repl_peer_list, "p");
+    ASSERT_STR_EQ(c.tls_ca_file, ca);
+    ASSERT_STR_EQ(c.tls_cert_file, cert);
+    ASSERT_STR_EQ(c.tls_key_file, key);
+    ASSERT_EQ(c.keepalive_seconds, 7);
+    ASSERT_EQ(c.mqtt_version, 3);
+    ASSERT(c.wire_merklekv);
+    ASSERT_EQ(c.batch_max_events, 8);
+    ASSERT_EQ(c.max_inflight, 9);
+    ASSERT_EQ(c.outbox_max_events, 10);
+    ASSERT_EQ(c.max_clock_skew_seconds, 11);
+    ASSERT_EQ(c.reconnect_max_seconds, 12);
+    ASSERT_EQ(c.stall_timeout_seconds, 13);
+    ASSERT(!c.ae_enabled);
+    ASSERT_EQ(c.ae_interval_seconds, 14);
+    EXPECT_LIST(c.ae_peer_list, "q", "r");
+    ASSERT_EQ(c.merkle_fanout, 32);
+    ASSERT_EQ(c.merkle_depth, 2);
+    ASSERT_EQ(c.sync_timeout_seconds, 15);
+    /* A second file replaces strings and lists (ASan: the old values are freed). */
+    len = snprintf(text, sizeof(text),
+                   "host = \"h2\"\nnode_id = \"n2\"\n[replication]\npeer_list = []\n"
+                   "tls_ca_file = '%s'\n[anti_entropy]\npeer_list = ['s']\n",
+                   key);
+    ASSERT(len > 0 && (size_t) len < sizeof(text));
+    LOAD_OK(&c, text);
+    ASSERT_STR_EQ(c.tls_ca_file, key);
+    ASSERT_STR_EQ(c.host, "h2");
+    ASSERT_STR_EQ(c.node_id, "n2");
+    ASSERT(c.repl_peer_list != NULL && c.repl_peer_list[0] == NULL);
+    EXPECT_LIST(c.ae_peer_list, "s");
+    conf_clear(&c);
+    rm_tmp();
+}
+
+TEST(special_values)
+{
+    make_tmp();
+    /* fanout: a power of two within its range. */
+    static const char pow2[] =
+            "anti_entropy.fanout must be a power of two (2, 4, 8, 16, 32, 64, 128 or 256)";
+    EXPECT_ERR("[anti_entropy]\nfanout = 3\n", 2, pow2);
+    EXPECT_ERR("[anti_entropy]\nfanout = 100\n", 2, pow2);
+    EXPECT_ERR("[anti_entropy]\nfanout = 255\n", 2, pow2);
+    struct conf c;
+    conf_init(&c);
+    for (int f = 2; f <= 256; f *= 2) {
+        char text[64];
+        snprintf(text, sizeof(text), "[anti_entropy]\nfanout = %d\n", f);
+        LOAD_OK(&c, text);
+        ASSERT_EQ(c.merkle_fanout, f);
+    }
+    /* mqtt_version: 3 or 5, nothing between. */
+    static const char ver[] = "replication.mqtt_version must be 5 (MQTT 5) or 3 (MQTT 3.1.1)";
+    EXPECT_ERR("[replication]\nmqtt_version = 2\n", 2, ver);
+    EXPECT_ERR("[replication]\nmqtt_version = 6\n", 2, ver);
+    EXPECT_ERR("[replication]\nmqtt_version = 311\n", 2, ver);
+    /* wire: exactly "cbor" or "merklekv". */
+    static const char wire[] = "replication.wire must be \"cbor\" or \"merklekv\"";
+    EXPECT_ERR("[replication]\nwire = \"json\"\n", 2, wire);
+    EXPECT_ERR("[replication]\nwire = \"CBOR\"\n", 2, wire);
+    EXPECT_ERR("[replication]\nwire = \"\"\n", 2, wire);
+    LOAD_OK(&c, "[replication]\nwire = 'merklekv'\n");
+    ASSERT(c.wire_merklekv);
+    LOAD_OK(&c, "[replication]\nwire = \"cbor\"\n");
+    ASSERT(!c.wire_merklekv);
+    /* TLS files must be readable when the file is loaded. */
+    const char *missing = tmp_path("missing.pem");
+    static const char *const tls[] = { "tls_ca_file", "tls_cert_file", "tls_key_file" };
+    for (size_t i = 0; i < sizeof(tls) / sizeof(tls[0]); i++) {
+        char text[512], reason[512];
+        snprintf(text, sizeof(text), "[replication]\n\n%s = \"%s\"\n", tls[i], missing);
+        snprintf(reason, sizeof(reason),
+                 "replication.%s cannot read '%s': No such file or directory", tls[i], missing);
+        EXPECT_ERR(text, 3, reason);
+    }
+    EXPECT_ERR("[replication]\ntls_ca_file = \"\"\n", 2,
+               "replication.tls_ca_file cannot read '': No such file or directory");
+    conf_clear(&c);
+    rm_tmp();
+}
+
 /* ---- command line ---- */
 
 TEST(args_every_option)
@@ -1412,6 +1762,11 @@ TEST_LIST{
     TEST_ENTRY(err_in_unknown_tables_and_keys_still_fatal),
     TEST_ENTRY(err_line_numbers),
     TEST_ENTRY(error_leaves_earlier_settings),
+    TEST_ENTRY(every_int_key_range),
+    TEST_ENTRY(every_key_refuses_other_types),
+    TEST_ENTRY(every_key_is_known_only_in_its_table),
+    TEST_ENTRY(every_key_set_from_file),
+    TEST_ENTRY(special_values),
     TEST_ENTRY(args_every_option),
     TEST_ENTRY(args_equals_form),
     TEST_ENTRY(args_override_file),
