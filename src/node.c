@@ -153,7 +153,12 @@ static int start_replication(struct server *srv, const struct conf *c)
         .stall_timeout_s = (int) c->stall_timeout_seconds,
         .addr = addr,
     };
-    int rc = repl_new(&srv->repl, srv, &o);
+    struct repl_env env = { .loop = srv->loop,
+                            .store = srv->store,
+                            .tree = srv->tree,
+                            .hlc = &srv->hlc,
+                            .node_id = srv->node_id };
+    int rc = repl_new(&srv->repl, &env, &o);
     struct ae_opts ao = { .enabled = c->ae_enabled,
                           .interval_s = c->ae_interval_seconds,
                           .step_timeout_s =
@@ -253,7 +258,7 @@ int node_run(const struct conf *cp, const char *config_path)
     hlc_init(&srv.hlc, store_max_ts_at_open(store),
              (uint64_t) conf.max_clock_skew_seconds * 1000000000ULL);
     cmd_init(&srv);
-    (void) purge_new(&srv.purge, &srv, (uint64_t) conf.tombstone_ttl_seconds);
+    (void) purge_new(&srv.purge, loop, store, (uint64_t) conf.tombstone_ttl_seconds);
 
     sigset_t mask;
     sigemptyset(&mask);

@@ -27,7 +27,6 @@
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
 #include "arborkv/mqtt.h"
-#include "arborkv/server.h"
 #include "arborkv/store.h"
 
 #define PRESENCE_EVERY_US   (10ULL * 1000000ULL) /* presence refresh while connected */
@@ -49,7 +48,11 @@ struct peer {
 };
 
 struct repl {
-    struct server *srv;
+    struct loop *loop;    /* [borrow] the handles of repl_env */
+    struct store *store;
+    struct merkle *tree;
+    struct hlc *hlc;
+    const char *node_id;
     struct mqtt *mqtt;
     struct repl_opts o; /* strings point into the copies below */
     char *prefix, *addr, *events_topic, *presence_topic, *sub_events, *sub_nodes;
@@ -133,17 +136,17 @@ static void presence_json(struct repl *r, struct buf *b, bool online)
 {
     buf_reset(b);
     buf_append_str(b, "{\"node\":");
-    json_str(b, r->srv->node_id);
+    json_str(b, r->node_id);
     buf_printf(b, ",\"status\":\"%s\",\"addr\":", online ? "online" : "offline");
     json_str(b, r->addr);
     char hex[2 * MERKLE_DIGEST_LEN + 1] = "";
-    if (r->srv->tree) {
+    if (r->tree) {
         uint8_t root[MERKLE_DIGEST_LEN];
-        merkle_root(r->srv->tree, root);
+        merkle_root(r->tree, root);
         (void) sodium_bin2hex(hex, sizeof(hex), root, sizeof(root));
     }
     buf_printf(b, ",\"keys\":%llu,\"root\":\"%s\",\"version\":\"%s\",\"ts\":%llu}",
-               (unsigned long long) store_live_count(r->srv->store), hex, ARBORKV_VERSION,
+               (unsigned long long) store_live_count(r->store), hex, ARBORKV_VERSION,
                (unsigned long long) (hlc_wall_ns() / 1000000000ULL));
 }
 
@@ -165,7 +168,7 @@ static void presence_tick(struct loop *l, void *arg)
 
 static void on_presence(struct repl *r, const char *name, const uint8_t *p, size_t len)
 {
-    if (!strcmp(name, r->srv->node_id) || !*name || strchr(name, '/')) return;
+    if (!strcmp(name, r->node_id) || !*name || strchr(name, '/')) return;
     /* Online iff the JSON says "status": "online" (any spacing). An empty retained message (a
      * cleared topic) or anything else means not online. */
     bool online = false;
@@ -234,8 +237,8 @@ void repl_record(struct repl *r, enum codec_op op, const struct store_rec *rec)
         .val_len = rec->tombstone ? 0 : rec->value_len,
         .has_val = !rec->tombstone,
         .ts = rec->ts,
-        .src = r->srv->node_id,
-        .src_len = strlen(r->srv->node_id),
+        .src = r->node_id,
+        .src_len = strlen(r->node_id),
     };
     memcpy(ev.op_id, rec->op_id, CODEC_OP_ID_LEN);
     codec_encode_event(&r->body, &ev, r->o.wire_merklekv ? CODEC_WIRE_MERKLEKV : CODEC_WIRE_CBOR);
@@ -262,7 +265,7 @@ int repl_before_commit(struct repl *r)
     r->turn_rows = 0;
     r->acked_in_turn = r->nacked;
     for (size_t i = 0; i < r->acked_in_turn; i++) {
-        int rc = store_outbox_delete(r->srv->store, r->acked[i]);
+        int rc = store_outbox_delete(r->store, r->acked[i]);
         if (rc < 0) return rc;
     }
     for (size_t i = 0; i < r->nmsgs; i++) {
@@ -276,7 +279,7 @@ int repl_before_commit(struct repl *r)
                          (unsigned long long) r->outbox_events);
             continue;
         }
-        int rc = store_outbox_add(r->srv->store, r->msgs[i].data, r->msgs[i].len, r->msg_n[i],
+        int rc = store_outbox_add(r->store, r->msgs[i].data, r->msgs[i].len, r->msg_n[i],
                                   &r->msg_id[i]);
         if (rc < 0) return rc;
         r->turn_added += r->msg_n[i];
@@ -314,7 +317,7 @@ static bool is_acked(const struct repl *r, uint64_t id)
 void repl_pump(struct repl *r)
 {
     if (!r || !r->enabled || !mqtt_is_up(r->mqtt)) return;
-    if (store_in_txn(r->srv->store)) return; /* uncommitted rows must not leave */
+    if (store_in_txn(r->store)) return; /* uncommitted rows must not leave */
     assert(r->ninflight <= r->o.max_inflight && r->fresh_next <= r->nfresh);
     while (r->ninflight < r->o.max_inflight) {
         /* Never more than the broker takes at once: paho would hold the rest up to a second. */
@@ -334,7 +337,7 @@ void repl_pump(struct repl *r)
             p = r->msgs[k].data;
             len = r->msgs[k].len;
             r->fresh_next++;
-        } else if (store_outbox_next(r->srv->store, r->last_sent, &id, &nev, &p, &len) <= 0) {
+        } else if (store_outbox_next(r->store, r->last_sent, &id, &nev, &p, &len) <= 0) {
             break;
         }
         if (is_acked(r, id)) { /* acknowledged, delete pending: not again */
@@ -355,7 +358,7 @@ static void ack_tick(struct loop *l, void *arg)
     struct repl *r = arg;
     (void) l;
     r->ack_timer = 0;
-    if (r->nacked) (void) store_begin(r->srv->store); /* a failure fails the turn (store.h) */
+    if (r->nacked) (void) store_begin(r->store); /* a failure fails the turn (store.h) */
 }
 
 static void on_published(void *arg, uint64_t tag, bool ok)
@@ -385,15 +388,14 @@ static void on_published(void *arg, uint64_t tag, bool ok)
     r->outbox_events -= f.nevents < r->outbox_events ? f.nevents : r->outbox_events;
     r->stats.published += f.nevents;
     if (!r->ack_timer)
-        r->ack_timer = loop_add_timer(r->srv->loop, ACK_DELETE_DELAY_US, ack_tick, r);
+        r->ack_timer = loop_add_timer(r->loop, ACK_DELETE_DELAY_US, ack_tick, r);
 }
 
 /* ---- incoming ----------------------------------------------------------------------------- */
 
 static void apply_event(struct repl *r, const struct codec_event *ev)
 {
-    struct server *srv = r->srv;
-    if (ev->src_len == strlen(srv->node_id) && !memcmp(ev->src, srv->node_id, ev->src_len)) {
+    if (ev->src_len == strlen(r->node_id) && !memcmp(ev->src, r->node_id, ev->src_len)) {
         r->stats.own++;
         return;
     }
@@ -404,7 +406,7 @@ static void apply_event(struct repl *r, const struct codec_event *ev)
                             .tombstone = !ev->has_val,
                             .ts = ev->ts };
     memcpy(in.op_id, ev->op_id, STORE_OP_ID_BYTES);
-    int rc = kv_apply_remote(&srv->hlc, srv->store, &in);
+    int rc = kv_apply_remote(r->hlc, r->store, &in);
     if (rc < 0) return; /* the turn has failed (store.h) */
     if (rc == KV_SAME) {
         r->stats.duplicate++;
@@ -428,7 +430,7 @@ static void on_message(void *arg, const char *topic, const uint8_t *payload, siz
         return;
     }
     if (r->listen_prefix && !strncmp(topic, r->listen_prefix, strlen(r->listen_prefix))) {
-        if (!strcmp(topic + strlen(r->listen_prefix), r->srv->node_id))
+        if (!strcmp(topic + strlen(r->listen_prefix), r->node_id))
             r->listener.on_message(r->listener.arg, payload, len);
         return;
     }
@@ -455,7 +457,7 @@ static void on_connect(void *arg)
     r->last_sent = 0;
     publish_presence(r);
     if (!r->presence_timer)
-        r->presence_timer = loop_add_timer(r->srv->loop, PRESENCE_EVERY_US, presence_tick, r);
+        r->presence_timer = loop_add_timer(r->loop, PRESENCE_EVERY_US, presence_tick, r);
     repl_pump(r);
     /* What the broker acknowledged but never delivered (it crashed, or lost its sessions) is
      * repaired by anti-entropy: a round follows every connect (docs/replication.md). */
@@ -469,21 +471,26 @@ static void on_disconnect(void *arg, const char *why)
     r->ninflight = 0;
     r->last_sent = 0;
     if (r->presence_timer) {
-        loop_cancel_timer(r->srv->loop, r->presence_timer);
+        loop_cancel_timer(r->loop, r->presence_timer);
         r->presence_timer = 0;
     }
 }
 
-int repl_new(struct repl **out, struct server *srv, const struct repl_opts *o)
+int repl_new(struct repl **out, const struct repl_env *env, const struct repl_opts *o)
 {
+    assert(env && env->loop && env->store && env->hlc && env->node_id && o);
     struct repl *r = xcalloc(1, sizeof(*r));
-    r->srv = srv;
+    r->loop = env->loop;
+    r->store = env->store;
+    r->tree = env->tree;
+    r->hlc = env->hlc;
+    r->node_id = env->node_id;
     r->o = *o;
     r->prefix = xstrdup(o->prefix);
     r->addr = xstrdup(o->addr);
     char *ev = join(r->prefix, "/events/"), *nodes = join(r->prefix, "/nodes/");
-    r->events_topic = join(ev, srv->node_id);
-    r->presence_topic = join(nodes, srv->node_id);
+    r->events_topic = join(ev, r->node_id);
+    r->presence_topic = join(nodes, r->node_id);
     r->sub_events = join(r->prefix, "/events/#");
     r->sub_nodes = join(nodes, "+");
     free(ev);
@@ -496,13 +503,13 @@ int repl_new(struct repl **out, struct server *srv, const struct repl_opts *o)
     buf_init(&r->body);
     buf_init(&r->scratch);
     codec_batch_init(&r->batch);
-    store_outbox_counts_at_open(srv->store, &r->outbox_rows, &r->outbox_events);
+    store_outbox_counts_at_open(r->store, &r->outbox_rows, &r->outbox_events);
 
     presence_json(r, &r->scratch, false); /* the last will */
     struct mqtt_opts mo = {
         .host = o->broker,
         .port = o->port,
-        .client_id = srv->node_id,
+        .client_id = r->node_id,
         .username = o->username,
         .password = o->password,
         .tls_ca_file = o->tls_ca_file,
@@ -519,7 +526,7 @@ int repl_new(struct repl **out, struct server *srv, const struct repl_opts *o)
                                .on_disconnect = on_disconnect,
                                .on_message = on_message,
                                .on_published = on_published };
-    int rc = mqtt_new(&r->mqtt, srv->loop, &mo, &h, r);
+    int rc = mqtt_new(&r->mqtt, r->loop, &mo, &h, r);
     /* No Local on the events (MQTT 5): the broker stops echoing this node's own events, which
      * it would receive, decode and drop (apply_event still drops any that come). */
     if (rc == 0) rc = mqtt_subscribe(r->mqtt, r->sub_events, true);
@@ -544,8 +551,8 @@ void repl_free(struct repl *r, int timeout_ms)
         (void) mqtt_publish(r->mqtt, r->presence_topic, r->scratch.data, r->scratch.len, 1, true,
                             0);
     }
-    if (r->presence_timer) loop_cancel_timer(r->srv->loop, r->presence_timer);
-    if (r->ack_timer) loop_cancel_timer(r->srv->loop, r->ack_timer);
+    if (r->presence_timer) loop_cancel_timer(r->loop, r->presence_timer);
+    if (r->ack_timer) loop_cancel_timer(r->loop, r->ack_timer);
     mqtt_free(r->mqtt, timeout_ms);
     free(r->acked);
     for (size_t i = 0; i < r->msgs_cap; i++)
@@ -612,7 +619,7 @@ static uint64_t outbox_oldest_age_ms(const struct repl *r)
     uint32_t nev;
     const uint8_t *p;
     size_t len;
-    if (!r->outbox_rows || store_outbox_next(r->srv->store, 0, &id, &nev, &p, &len) <= 0) return 0;
+    if (!r->outbox_rows || store_outbox_next(r->store, 0, &id, &nev, &p, &len) <= 0) return 0;
     struct codec_batch b;
     codec_batch_init(&b);
     char why[64];
@@ -668,7 +675,7 @@ int repl_listen(struct repl *r, const struct repl_listener *l)
     char *p = join(r->prefix, "/");
     char *q = join(p, l->suffix);
     r->listen_prefix = join(q, "/");
-    r->sub_listener = join(r->listen_prefix, r->srv->node_id);
+    r->sub_listener = join(r->listen_prefix, r->node_id);
     r->listener.suffix = NULL; /* not kept: listen_prefix holds it */
     free(p);
     free(q);

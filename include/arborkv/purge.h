@@ -20,12 +20,13 @@
 
 #define PURGE_BATCH 1000 /* tombstones deleted per loop turn at most */
 
-struct server;
+struct loop;
+struct store;
 struct purge;
 
 /* ttl_s = 0 disables purging (tombstones are kept for ever). Returns 0 with *out set (**new**,
  * release with purge_free()). */
-int purge_new(struct purge **out, struct server *srv, uint64_t ttl_s);
+int purge_new(struct purge **out, struct loop *l, struct store *st, uint64_t ttl_s);
 void purge_free(struct purge *p); /* NULL-safe */
 
 /* The cutoff: records with ts below it are past the TTL by this node's clock; 0 when disabled. */

@@ -24,8 +24,20 @@
 #include "arborkv/codec.h"
 #include "arborkv/record.h"
 
-struct server;
+struct hlc;
+struct loop;
+struct merkle;
 struct repl;
+struct store;
+
+/* The handles replication uses ([borrow]: they outlive it). */
+struct repl_env {
+    struct loop *loop;
+    struct store *store;  /* records, outbox */
+    struct merkle *tree;  /* presence shows its root; NULL: none */
+    struct hlc *hlc;      /* clock of the node: takes the timestamps of applied events */
+    const char *node_id;  /* this node's id: its topics, its own events */
+};
 
 struct repl_opts {
     bool enabled;       /* connect at startup */
@@ -47,7 +59,7 @@ struct repl_opts {
 };
 
 /* Creates the replication layer (and starts connecting when opts->enabled). 0 or -errno. */
-int repl_new(struct repl **out, struct server *srv, const struct repl_opts *opts);
+int repl_new(struct repl **out, const struct repl_env *env, const struct repl_opts *opts);
 
 /* Publishes the offline presence, disconnects (at most timeout_ms), frees. NULL-safe. */
 void repl_free(struct repl *r, int timeout_ms);
