@@ -193,12 +193,9 @@ static void multi_free(struct multi_state *m)
 
 void cmd_dispatch(struct client *c, struct server *srv, const struct slice *argv, size_t argc)
 {
-    struct cmd_ctx x = { .srv = srv,
-                         .c = c,
-                         .argv = argv,
-                         .argc = argc,
-                         .out = &c->out,
-                         .resp = client_resp(c) };
+    struct cmd_ctx x = {
+        .srv = srv, .c = c, .argv = argv, .argc = argc, .out = &c->out, .resp = client_resp(c)
+    };
     /* protocol.md §4: every parsed command counts before it runs. */
     srv->stats.total_commands++;
     const struct cmd_def *d = lookup(&argv[0]);

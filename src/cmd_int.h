@@ -76,7 +76,6 @@ void reply_status(struct cmd_ctx *x, const char *status);
  * RESP: the body as one bulk string with CRLF line ends. */
 void reply_lines(struct cmd_ctx *x, const char *header, const struct buf *body);
 
-
 /* Reports a storage failure to the client ("storage error"). Local writes: kv_write (kv.h). */
 void reply_storage_error(struct cmd_ctx *x);
 
@@ -122,7 +121,6 @@ void cmd_multi(struct cmd_ctx *x);
 void cmd_exec(struct cmd_ctx *x);
 void cmd_discard(struct cmd_ctx *x);
 void cmd_watch(struct cmd_ctx *x);
-
 
 /* SCAN cursors (cmd_kv.c). */
 #define CMD_SCAN_CURSORS 1024 /* live RESP SCAN cursors kept; older ones expire */

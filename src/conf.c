@@ -311,8 +311,8 @@ void conf_clear(struct conf *c)
  * into why) that callers prefix with the key's or option's name. Used by the file and the command
  * line alike, so both word their errors the same.
  */
-static const char *apply(struct conf *c, const struct key_def *d, const struct toml_value *v, char *why,
-                         size_t n)
+static const char *apply(struct conf *c, const struct key_def *d, const struct toml_value *v,
+                         char *why, size_t n)
 {
     struct check k = { .d = d, .v = v, .why = why, .n = n };
     switch (d->type) {

@@ -376,7 +376,8 @@ static void process_input(struct conn *c)
     if (c->flags & CONN_CLOSING) return;
     if (pos) buf_consume(&c->in, pos);
     if (c->in.len && conn_unsent(c) >= CONN_SOFT_OUTPUT_BYTES) c->flags |= CONN_PAUSED;
-    if (eof && c->in.len && c->cl.proto == CLIENT_PROTO_RESP && !(c->flags & CONN_CLOSE_AFTER_REPLY))
+    if (eof && c->in.len && c->cl.proto == CLIENT_PROTO_RESP &&
+        !(c->flags & CONN_CLOSE_AFTER_REPLY))
         buf_reset(&c->in); /* a truncated frame at EOF can never complete */
     /* A blocked client is answered first (unblock closes it then). */
     if (eof && !(c->flags & CONN_BLOCKED) &&

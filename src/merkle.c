@@ -264,8 +264,7 @@ void merkle_update(struct merkle *m, const struct store_rec *old, const struct s
     uint8_t dold[MERKLE_DIGEST_LEN], dnew[MERKLE_DIGEST_LEN];
     if (old) merkle_record_digest(old, dold);
     if (new_rec) merkle_record_digest(new_rec, dnew);
-    merkle_apply(m, merkle_key_hash(k->key, k->key_len), old ? dold : NULL,
-                 new_rec ? dnew : NULL);
+    merkle_apply(m, merkle_key_hash(k->key, k->key_len), old ? dold : NULL, new_rec ? dnew : NULL);
 }
 
 void merkle_add(struct merkle *m, const struct store_rec *rec)

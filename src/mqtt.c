@@ -58,7 +58,7 @@
 #define STALL_DEFAULT_MS 5000
 /* Publishes paho puts on the wire unacknowledged: its maxInflight default, and the cap of MQTT 5's
  * Receive Maximum (a broker that sends none allows 65535). */
-#define SEND_WINDOW_MAX 65535u
+#define SEND_WINDOW_MAX  65535u
 #define ERR_LOG_EVERY_US 10000000ULL /* send failures are logged at most this often */
 
 enum qtype {
@@ -100,7 +100,7 @@ struct mqtt {
     int keepalive_s, reconnect_max_s;
     uint64_t stall_us;
     uint32_t send_window; /* publishes paho sends without waiting for a PUBACK (connected) */
-    bool v5; /* MQTT 5 (the *5 callbacks and options), else 3.1.1 */
+    bool v5;              /* MQTT 5 (the *5 callbacks and options), else 3.1.1 */
     char *subs[SUBS_MAX];
     bool sub_no_local[SUBS_MAX];
     size_t nsubs;

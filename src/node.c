@@ -74,7 +74,7 @@ static void before_sleep(struct loop *l, void *arg)
         if (!conn_flush_turn(srv)) break;
     }
     conn_end_turn(srv);
-    repl_pump(srv->repl); /* what this turn committed, and room freed by acknowledgements */
+    repl_pump(srv->repl);       /* what this turn committed, and room freed by acknowledgements */
     store_end_read(srv->store); /* the turn's read transaction, if no write ended it */
     store_maintain(srv->store); /* after the turn's replies and publishes are out */
     if (srv->stopping) {
@@ -109,8 +109,7 @@ static void set_turn_hooks(struct server *srv)
     turn_set_hook(srv->turn, TURN_OUTBOX,
                   &(struct turn_hook){ outbox_before_commit, outbox_after_commit, srv->repl });
     turn_set_hook(srv->turn, TURN_AE, &(struct turn_hook){ NULL, ae_turn_ended, srv->ae });
-    turn_set_hook(srv->turn, TURN_REPLIES,
-                  &(struct turn_hook){ NULL, replies_after_commit, srv });
+    turn_set_hook(srv->turn, TURN_REPLIES, &(struct turn_hook){ NULL, replies_after_commit, srv });
 }
 
 /* Lets the process hold max_clients sockets plus the store and a margin. */
@@ -222,7 +221,8 @@ int node_run(const struct conf *cp, const char *config_path)
         leaves *= (uint64_t) conf.merkle_fanout;
     if (leaves > MAX_TREE_LEAVES) {
         fprintf(stderr, "%s: anti_entropy.fanout^depth is %llu leaf buckets; at most %d\n",
-                config_path ? config_path : "configuration", (unsigned long long) leaves, MAX_TREE_LEAVES);
+                config_path ? config_path : "configuration", (unsigned long long) leaves,
+                MAX_TREE_LEAVES);
         status = NODE_EXIT_CONFIG;
         goto out;
     }

@@ -13,8 +13,8 @@
 #define NS_PER_S 1000000000ULL
 
 struct purge {
-    struct loop *loop;   /* [borrow] */
-    struct store *store; /* [borrow] */
+    struct loop *loop;    /* [borrow] */
+    struct store *store;  /* [borrow] */
     uint64_t ttl_ns;      /* 0: disabled */
     uint64_t interval_us; /* between checks */
     uint64_t timer;

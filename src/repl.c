@@ -21,9 +21,9 @@
 #include "config.h"
 
 #include "arborkv/hlc.h"
+#include "arborkv/kv_apply.h"
 #include "arborkv/log.h"
 #include "arborkv/loop.h"
-#include "arborkv/kv_apply.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
 #include "arborkv/mqtt.h"
@@ -48,7 +48,7 @@ struct peer {
 };
 
 struct repl {
-    struct loop *loop;    /* [borrow] the handles of repl_env */
+    struct loop *loop; /* [borrow] the handles of repl_env */
     struct store *store;
     struct merkle *tree;
     struct hlc *hlc;
@@ -59,8 +59,8 @@ struct repl {
     struct repl_listener listener; /* the module on {prefix}/{suffix}/{node_id} (anti-entropy) */
     char *listen_prefix;           /* "{prefix}/{suffix}/", NULL without a listener */
     char *sub_listener;            /* its subscription */
-    bool enabled;   /* REPLICATE enable/disable; link started */
-    bool recording; /* local changes go to the outbox */
+    bool enabled;                  /* REPLICATE enable/disable; link started */
+    bool recording;                /* local changes go to the outbox */
 
     /* this turn's changes, encoded */
     struct buf body;  /* events of the message being filled */
@@ -387,8 +387,7 @@ static void on_published(void *arg, uint64_t tag, bool ok)
     r->outbox_rows -= r->outbox_rows ? 1 : 0;
     r->outbox_events -= f.nevents < r->outbox_events ? f.nevents : r->outbox_events;
     r->stats.published += f.nevents;
-    if (!r->ack_timer)
-        r->ack_timer = loop_add_timer(r->loop, ACK_DELETE_DELAY_US, ack_tick, r);
+    if (!r->ack_timer) r->ack_timer = loop_add_timer(r->loop, ACK_DELETE_DELAY_US, ack_tick, r);
 }
 
 /* ---- incoming ----------------------------------------------------------------------------- */

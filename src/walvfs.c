@@ -25,16 +25,16 @@
 
 struct wfile {
     sqlite3_file base;
-    sqlite3_file *real;  /* the default VFS's file object, right after this struct */
-    const char *name;    /* database files: SQLite's name pointer (identity, not compared) */
-    struct wfile *next;  /* database files: the list of open ones */
-    struct wfile *wal;   /* database files: its open WAL file, if buffered */
-    struct wfile *db;    /* WAL files: the database file (NULL: not buffered) */
-    uint8_t *buf;        /* WAL files: writes not passed on yet, for file offset off.. */
+    sqlite3_file *real; /* the default VFS's file object, right after this struct */
+    const char *name;   /* database files: SQLite's name pointer (identity, not compared) */
+    struct wfile *next; /* database files: the list of open ones */
+    struct wfile *wal;  /* database files: its open WAL file, if buffered */
+    struct wfile *db;   /* WAL files: the database file (NULL: not buffered) */
+    uint8_t *buf;       /* WAL files: writes not passed on yet, for file offset off.. */
     size_t len, cap;
     sqlite3_int64 off;
-    bool flush_next;     /* the last write was a commit frame's header: flush after its page */
-    int failed;          /* a flush failed where it could not be reported: every call fails */
+    bool flush_next; /* the last write was a commit frame's header: flush after its page */
+    int failed;      /* a flush failed where it could not be reported: every call fails */
 };
 
 static sqlite3_vfs vfs;

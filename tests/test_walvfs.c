@@ -66,8 +66,9 @@ static sqlite3 *open_writer(int cache_pages)
 {
     ASSERT_OK(walvfs_register());
     sqlite3 *db = NULL;
-    ASSERT_EQ(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, WALVFS_NAME),
-              SQLITE_OK);
+    ASSERT_EQ(
+            sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, WALVFS_NAME),
+            SQLITE_OK);
     char sql[256];
     snprintf(sql, sizeof(sql),
              "PRAGMA page_size = %d; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "

@@ -5,9 +5,9 @@
  *
  * Every check interval (ttl / 4, between 1 s and 60 s) it deletes the tombstones whose ts is more
  * than ttl behind this node's wall clock, PURGE_BATCH per loop turn (each batch is part of that
- * turn's group commit), and the store raises its purge horizon. kv_apply_remote then refuses records
- * at or below the horizon for keys the store holds nothing for, and anti-entropy asks the peer
- * that sent such a record to drop it, so a purged delete never comes back.
+ * turn's group commit), and the store raises its purge horizon. kv_apply_remote then refuses
+ * records at or below the horizon for keys the store holds nothing for, and anti-entropy asks the
+ * peer that sent such a record to drop it, so a purged delete never comes back.
  *
  * THREADING: event-loop thread only.
  */

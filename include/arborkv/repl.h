@@ -33,10 +33,10 @@ struct store;
 /* The handles replication uses ([borrow]: they outlive it). */
 struct repl_env {
     struct loop *loop;
-    struct store *store;  /* records, outbox */
-    struct merkle *tree;  /* presence shows its root; NULL: none */
-    struct hlc *hlc;      /* clock of the node: takes the timestamps of applied events */
-    const char *node_id;  /* this node's id: its topics, its own events */
+    struct store *store; /* records, outbox */
+    struct merkle *tree; /* presence shows its root; NULL: none */
+    struct hlc *hlc;     /* clock of the node: takes the timestamps of applied events */
+    const char *node_id; /* this node's id: its topics, its own events */
 };
 
 struct repl_opts {

@@ -15,14 +15,14 @@ enum toml_type { TOML_STR, TOML_INT, TOML_BOOL, TOML_ARRAY, TOML_OTHER };
 
 struct toml_value {
     enum toml_type type; /* what was parsed */
-    char *str;        /* TOML_STR: NUL-terminated, heap */
-    int64_t i;        /* TOML_INT */
-    bool b;           /* TOML_BOOL */
-    char **items;     /* TOML_ARRAY of strings: NULL-terminated, heap; NULL if not all strings */
-    size_t nitems;    /* TOML_ARRAY: elements */
-    bool all_strings; /* TOML_ARRAY: every element was a string */
-    const char *bad;  /* not valid TOML (a bare word): the token, in the file text; or NULL */
-    int bad_len;      /* its length, for messages (at most 40) */
+    char *str;           /* TOML_STR: NUL-terminated, heap */
+    int64_t i;           /* TOML_INT */
+    bool b;              /* TOML_BOOL */
+    char **items;        /* TOML_ARRAY of strings: NULL-terminated, heap; NULL if not all strings */
+    size_t nitems;       /* TOML_ARRAY: elements */
+    bool all_strings;    /* TOML_ARRAY: every element was a string */
+    const char *bad;     /* not valid TOML (a bare word): the token, in the file text; or NULL */
+    int bad_len;         /* its length, for messages (at most 40) */
 };
 
 /* Frees what the parser allocated in v and zeroes it. */

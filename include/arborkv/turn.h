@@ -36,7 +36,7 @@ enum turn_slot {
 };
 
 struct turn_hook {
-    int (*before)(void *arg);                /* NULL, or 0 / <0 to fail the turn */
+    int (*before)(void *arg);                 /* NULL, or 0 / <0 to fail the turn */
     void (*after)(void *arg, bool committed); /* NULL, or told how the turn ended */
     void *arg;
 };

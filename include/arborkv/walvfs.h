@@ -31,7 +31,7 @@
 #ifndef ARBORKV_WALVFS_H
 #define ARBORKV_WALVFS_H
 
-#define WALVFS_NAME         "arborkv-wal"
+#define WALVFS_NAME "arborkv-wal"
 /* A WAL file's buffer is flushed before it would pass this: the unix VFS writes at most
  * 0x1ffff bytes per call (seekAndWriteFd), so 124 KiB (30 frames of 4 KiB pages) is one pwrite. */
 #define WALVFS_BUFFER_BYTES (124 * 1024)
