@@ -19,6 +19,7 @@
 #include "arborkv/conn.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -36,6 +37,15 @@
 #include "arborkv/mem.h"
 #include "arborkv/reply.h"
 #include "arborkv/server.h"
+
+/* The module's own state, hung on server->conns (conn_init). */
+struct conns {
+    int listen_fd;           /* listening socket, -1 once closed */
+    uint64_t next_client_id; /* last client id handed out */
+    struct conn *pending;    /* singly linked: conns with output or work this turn */
+    struct conn *closing;    /* singly linked: conns to free after the turn */
+    bool resume_armed;       /* a zero-delay timer is armed to resume buffered work */
+};
 
 #define ACCEPTS_PER_EVENT 256 /* bound the work of one readable event on the listener */
 
@@ -72,8 +82,8 @@ static void mark_pending(struct conn *c)
 {
     if (c->flags & CONN_PENDING) return;
     c->flags |= CONN_PENDING;
-    c->pending_next = c->srv->pending;
-    c->srv->pending = c;
+    c->pending_next = c->srv->conns->pending;
+    c->srv->conns->pending = c;
 }
 
 /* Closes the socket now; the struct is freed by the reaper at the end of the turn. */
@@ -100,8 +110,8 @@ static void close_now(struct conn *c)
     if (cl->next) cl->next->prev = cl->prev;
     cl->prev = cl->next = NULL;
     srv->nclients--;
-    c->closing_next = srv->closing;
-    srv->closing = c;
+    c->closing_next = srv->conns->closing;
+    srv->conns->closing = c;
 }
 
 static void conn_free(struct conn *c)
@@ -160,7 +170,7 @@ static void accept_one(struct server *srv, int fd, const struct sockaddr_storage
     struct conn *c = xcalloc(1, sizeof(*c));
     c->srv = srv;
     c->cl.fd = fd;
-    c->cl.id = ++srv->next_client_id;
+    c->cl.id = ++srv->conns->next_client_id;
     c->cl.created_us = c->cl.last_cmd_us = loop_now_us();
     buf_init(&c->in);
     buf_init(&c->cl.out);
@@ -227,6 +237,22 @@ static void on_accept(struct loop *l, int lfd, unsigned events, void *arg)
     }
 }
 
+void conn_init(struct server *srv)
+{
+    assert(srv && !srv->conns);
+    srv->conns = xcalloc(1, sizeof(*srv->conns));
+    srv->conns->listen_fd = -1;
+}
+
+void conn_fini(struct server *srv)
+{
+    if (!srv || !srv->conns) return;
+    assert(!srv->clients && !srv->conns->closing);
+    conn_stop_listening(srv);
+    free(srv->conns);
+    srv->conns = NULL;
+}
+
 int conn_listen(struct server *srv, const char *host, int port)
 {
     struct addrinfo hints = { .ai_family = AF_UNSPEC,
@@ -271,16 +297,16 @@ int conn_listen(struct server *srv, const char *host, int port)
         (void) close(fd);
         return rc;
     }
-    srv->listen_fd = fd;
+    srv->conns->listen_fd = fd;
     return 0;
 }
 
 void conn_stop_listening(struct server *srv)
 {
-    if (srv->listen_fd < 0) return;
-    loop_del_fd(srv->loop, srv->listen_fd);
-    (void) close(srv->listen_fd);
-    srv->listen_fd = -1;
+    if (!srv->conns || srv->conns->listen_fd < 0) return;
+    loop_del_fd(srv->loop, srv->conns->listen_fd);
+    (void) close(srv->conns->listen_fd);
+    srv->conns->listen_fd = -1;
 }
 
 /* Runs one parsed request: remembers where this turn's replies start, then dispatches. */
@@ -464,7 +490,7 @@ static void on_client(struct loop *l, int fd, unsigned events, void *arg)
  * lost writes, so each is replaced by an error and its client closed. */
 void conn_withdraw_turn(struct server *srv)
 {
-    for (struct conn *c = srv->pending; c; c = c->pending_next) {
+    for (struct conn *c = srv->conns->pending; c; c = c->pending_next) {
         if (!(c->flags & CONN_RAN) || (c->flags & CONN_CLOSING)) continue;
         buf_truncate(&c->cl.out, c->turn_mark);
         static const char msg[] = "write failed: storage error, nothing was stored";
@@ -478,13 +504,13 @@ static void resume_tick(struct loop *l, void *arg)
 {
     struct server *srv = arg;
     UNUSED(l);
-    srv->resume_armed = false;
+    srv->conns->resume_armed = false;
 }
 
 void conn_run_buffered(struct server *srv)
 {
     /* Clients whose output drained with requests still buffered. */
-    for (struct conn *c = srv->pending; c; c = c->pending_next)
+    for (struct conn *c = srv->conns->pending; c; c = c->pending_next)
         if (!(c->flags & (CONN_RAN | CONN_CLOSING | CONN_PAUSED | CONN_BLOCKED)) && c->in.len &&
             conn_unsent(c) < CONN_SOFT_OUTPUT_BYTES)
             process_input(c);
@@ -492,8 +518,8 @@ void conn_run_buffered(struct server *srv)
 
 bool conn_flush_turn(struct server *srv)
 {
-    struct conn *list = srv->pending;
-    srv->pending = NULL;
+    struct conn *list = srv->conns->pending;
+    srv->conns->pending = NULL;
     for (struct conn *c = list, *next; c; c = next) {
         next = c->pending_next;
         c->flags &= ~(CONN_PENDING | CONN_RAN);
@@ -501,25 +527,26 @@ bool conn_flush_turn(struct server *srv)
         if (c->flags & CONN_CLOSING) continue;
         flush(c);
     }
-    return srv->pending != NULL;
+    return srv->conns->pending != NULL;
 }
 
 void conn_end_turn(struct server *srv)
 {
     /* Still work buffered (heavy pipelining): don't let epoll_wait block on it. */
-    if (srv->pending && !srv->resume_armed) {
-        srv->resume_armed = true;
+    if (srv->conns->pending && !srv->conns->resume_armed) {
+        srv->conns->resume_armed = true;
         (void) loop_add_timer(srv->loop, 0, resume_tick, srv);
     }
-    while (srv->closing) {
-        struct conn *c = srv->closing;
-        srv->closing = c->closing_next;
+    while (srv->conns->closing) {
+        struct conn *c = srv->conns->closing;
+        srv->conns->closing = c->closing_next;
         conn_free(c);
     }
 }
 
 void conn_close_all(struct server *srv, uint64_t timeout_us)
 {
+    if (!srv->conns) return; /* conn_init never ran */
     uint64_t deadline = loop_now_us() + timeout_us;
     for (;;) {
         struct pollfd pfds[256];
@@ -541,9 +568,9 @@ void conn_close_all(struct server *srv, uint64_t timeout_us)
     }
     while (srv->clients)
         close_now(conn_of(srv->clients));
-    while (srv->closing) {
-        struct conn *c = srv->closing;
-        srv->closing = c->closing_next;
+    while (srv->conns->closing) {
+        struct conn *c = srv->conns->closing;
+        srv->conns->closing = c->closing_next;
         conn_free(c);
     }
 }

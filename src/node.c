@@ -197,7 +197,6 @@ int node_run(const struct conf *cp, const char *config_path)
     char *node_id = NULL;
     int status = 1, sfd = -1, rc;
     memset(&srv, 0, sizeof(srv));
-    srv.listen_fd = -1;
 
     if (sodium_init() < 0) {
         log_error("libsodium failed to initialize");
@@ -258,6 +257,7 @@ int node_run(const struct conf *cp, const char *config_path)
     hlc_init(&srv.hlc, store_max_ts_at_open(store),
              (uint64_t) conf.max_clock_skew_seconds * 1000000000ULL);
     cmd_init(&srv);
+    conn_init(&srv);
     (void) purge_new(&srv.purge, loop, store, (uint64_t) conf.tombstone_ttl_seconds);
 
     sigset_t mask;
@@ -298,6 +298,8 @@ out:
     ae_free(srv.ae);
     purge_free(srv.purge);
     if (sfd >= 0) (void) close(sfd);
+    conn_close_all(&srv, 0);
+    conn_fini(&srv);
     if (srv.cmd_state) cmd_free(&srv);
     turn_free(srv.turn);
     store_close(store);

@@ -38,7 +38,7 @@ struct server;
 enum conn_flags {
     CONN_CLOSE_AFTER_REPLY = 1 << 0, /* close once out is flushed (QUIT, protocol error) */
     CONN_CLOSING = 1 << 1,           /* unregistered, queued for the reaper */
-    CONN_PENDING = 1 << 2,           /* on server->pending */
+    CONN_PENDING = 1 << 2,           /* on the turn's pending list */
     CONN_RAN = 1 << 3,               /* ran a command this turn; turn_mark is valid */
     CONN_EOF = 1 << 4,               /* peer closed its sending side */
     CONN_REJECT = 1 << 5,            /* over max_clients: answer the first request with an error */
@@ -64,6 +64,11 @@ struct conn {
     struct conn *pending_next; /* server->pending list */
     struct conn *closing_next; /* server->closing list */
 };
+
+/* Sets up the module's state on srv (before conn_listen); conn_fini releases it after
+ * conn_close_all. */
+void conn_init(struct server *srv);
+void conn_fini(struct server *srv); /* NULL-safe */
 
 /* Opens the listening socket on host:port and registers it. Returns 0 or -errno (logged). */
 int conn_listen(struct server *srv, const char *host, int port);

@@ -23,7 +23,7 @@ struct loop;
 struct store;
 struct merkle;
 struct client;
-struct conn;
+struct conns;
 struct repl;
 struct ae;
 struct purge;
@@ -78,17 +78,13 @@ struct server {
     const char *node_id;       /* [borrow] this node's id, from the config */
     const char *engine_name;   /* "sqlite" or "memory" */
     const char *fsync_name;    /* "normal" or "always" */
-    int listen_fd;             /* listening socket, -1 once closed */
     int port;                  /* bound TCP port (the real one when 0 was configured) */
     size_t max_clients;        /* connections beyond this are refused */
     size_t output_limit;       /* bytes of unsent output before a client is dropped */
+    struct conns *conns;       /* the connection module's own state (conn.c) */
     struct client *clients;    /* doubly linked list of live connections (client.h) */
     size_t nclients;           /* entries in clients */
-    uint64_t next_client_id;   /* last client id handed out */
-    struct conn *pending;      /* singly linked: conns with output or work this turn */
-    struct conn *closing;      /* singly linked: conns to free after the turn */
     bool stopping;             /* SHUTDOWN or a signal: stop once replies are flushed */
-    bool resume_armed;         /* a zero-delay timer is armed to resume buffered work */
     uint64_t start_us;         /* loop_now_us() at start */
     uint64_t start_unix_s;     /* wall clock at start, seconds */
     struct server_stats stats; /* counters for STATS/INFO */
