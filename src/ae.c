@@ -16,6 +16,7 @@
 
 #include <sodium.h>
 
+#include "arborkv/ae_msg.h"
 #include "arborkv/hlc.h"
 #include "arborkv/log.h"
 #include "arborkv/loop.h"
@@ -27,9 +28,6 @@
 #include "arborkv/server.h"
 #include "arborkv/store.h"
 
-#define AE_MAGIC0    'A'
-#define AE_MAGIC1    'E'
-#define AE_VERSION   1
 #define AE_MAX_PEERS 64 /* sessions started per round at most */
 /* After the link (re)connects: the outbox drains first, then a round with every peer. */
 #define AE_LINK_UP_DELAY_US 1000000ULL
@@ -37,8 +35,7 @@
  * times: right after a broker restart peers are still reconnecting and miss requests. */
 #define AE_CATCHUP_TRIES 20
 
-enum ae_type { T_NODES_REQ = 1, T_NODES = 2, T_RECS_REQ = 3, T_RECS = 4, T_DROP = 5 };
-enum { F_MORE = 1, F_PUSH = 2 };
+_Static_assert(AE_MSG_DIGEST_LEN == MERKLE_DIGEST_LEN, "NODES messages carry tree digests");
 
 struct session {
     struct session *next; /* a->sessions list */
@@ -64,7 +61,7 @@ struct ae {
     struct buf out;   /* message being built */
     struct buf page;  /* records of a page */
     struct buf held;  /* messages waiting for the open transaction's commit */
-    struct buf drops; /* records refused as purged (T_DROP body being built) */
+    struct buf drops; /* records refused as purged (DROP body being built) */
     struct {
         uint64_t started, completed, failed, records_sent, records_received, records_applied,
                 bytes_sent, bytes_received, digests_received, malformed, records_refused,
@@ -73,60 +70,7 @@ struct ae {
     } stats;
 };
 
-/* ---- encoding ------------------------------------------------------------------------------ */
-
-static void put_u8(struct buf *b, uint8_t v)
-{
-    buf_append(b, &v, 1);
-}
-
-static void put_u16(struct buf *b, uint16_t v)
-{
-    uint8_t p[2] = { (uint8_t) v, (uint8_t) (v >> 8) };
-    buf_append(b, p, 2);
-}
-
-static void put_u32(struct buf *b, uint32_t v)
-{
-    uint8_t p[4];
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t) (v >> (8 * i));
-    buf_append(b, p, 4);
-}
-
-static void put_u64(struct buf *b, uint64_t v)
-{
-    uint8_t p[8];
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t) (v >> (8 * i));
-    buf_append(b, p, 8);
-}
-
-/* Resets out and writes a message header. from: 1..255 bytes (node ids are checked by conf). */
-static void put_header(struct buf *out, enum ae_type t, uint64_t sid, const char *from)
-{
-    size_t n = strlen(from);
-    if (n > 255) n = 255;
-    buf_reset(out);
-    put_u8(out, AE_MAGIC0);
-    put_u8(out, AE_MAGIC1);
-    put_u8(out, AE_VERSION);
-    put_u8(out, (uint8_t) t);
-    put_u64(out, sid);
-    put_u8(out, (uint8_t) n);
-    buf_append(out, from, n);
-}
-
-static void put_rec(struct buf *b, const struct store_rec *r)
-{
-    put_u32(b, (uint32_t) r->key_len);
-    buf_append(b, r->key, r->key_len);
-    put_u8(b, r->tombstone ? 1 : 0);
-    put_u64(b, r->ts);
-    buf_append(b, r->op_id, STORE_OP_ID_BYTES);
-    put_u32(b, r->tombstone ? 0 : (uint32_t) r->value_len);
-    if (!r->tombstone) buf_append(b, r->value, r->value_len);
-}
+/* ---- sending ------------------------------------------------------------------------------- */
 
 /* Publishes a->out to the peer's ae topic. Returns 0, -ENOTCONN, or -EIO (refused). */
 static int send_to(struct ae *a, const char *peer)
@@ -165,117 +109,6 @@ void ae_after_commit(struct ae *a, bool committed)
     /* Rolled back: the messages described state that no longer exists. Sessions waiting for
      * them time out and start over. */
     buf_reset(&a->held);
-}
-
-/* ---- decoding ------------------------------------------------------------------------------ */
-
-struct cur {
-    const uint8_t *p;
-    size_t left;
-    bool bad;
-};
-
-static bool take(struct cur *c, size_t n, const uint8_t **out)
-{
-    if (c->bad || c->left < n) {
-        c->bad = true;
-        return false;
-    }
-    *out = c->p;
-    c->p += n;
-    c->left -= n;
-    return true;
-}
-
-static uint64_t get_le(struct cur *c, size_t n)
-{
-    const uint8_t *p;
-    if (!take(c, n, &p)) return 0;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v |= (uint64_t) p[i] << (8 * i);
-    return v;
-}
-
-static bool get_rec(struct cur *c, struct store_rec *r)
-{
-    const uint8_t *p;
-    memset(r, 0, sizeof(*r));
-    size_t klen = (size_t) get_le(c, 4);
-    if (!take(c, klen, &r->key)) return false;
-    r->key_len = klen;
-    uint64_t tomb = get_le(c, 1);
-    r->ts = get_le(c, 8);
-    if (!take(c, STORE_OP_ID_BYTES, &p)) return false;
-    memcpy(r->op_id, p, STORE_OP_ID_BYTES);
-    size_t vlen = (size_t) get_le(c, 4);
-    if (tomb > 1 || (tomb && vlen)) return c->bad = true, false;
-    r->tombstone = tomb == 1;
-    if (!take(c, vlen, &r->value)) return false;
-    r->value_len = vlen;
-    return !c->bad;
-}
-
-/*
- * Reads a message header. from (256 bytes) receives the sender's id, NUL-terminated. Returns 0,
- * or -EBADMSG (bad magic or version, empty or unusable sender id, truncated).
- */
-static int get_header(struct cur *c, unsigned *type, uint64_t *sid, char from[256])
-{
-    const uint8_t *magic, *fromp;
-    if (!take(c, 2, &magic) || magic[0] != AE_MAGIC0 || magic[1] != AE_MAGIC1 ||
-        get_le(c, 1) != AE_VERSION)
-        return -EBADMSG;
-    *type = (unsigned) get_le(c, 1);
-    *sid = get_le(c, 8);
-    size_t flen = (size_t) get_le(c, 1);
-    if (!take(c, flen, &fromp) || flen == 0) return -EBADMSG;
-    memcpy(from, fromp, flen);
-    from[flen] = '\0';
-    if (strlen(from) != flen || strchr(from, '/') || strchr(from, '+') || strchr(from, '#'))
-        return -EBADMSG;
-    return 0;
-}
-
-/* Opens the body of a RECS message (after the header). */
-static int recs_body(struct ae_recs *r, struct cur *c)
-{
-    memset(r, 0, sizeof(*r));
-    uint8_t flags = (uint8_t) get_le(c, 1);
-    size_t klen = (size_t) get_le(c, 4);
-    const uint8_t *key = NULL;
-    if (!take(c, klen, &key)) return -EBADMSG;
-    r->count = (uint32_t) get_le(c, 4);
-    if (c->bad || (flags & ~(F_MORE | F_PUSH))) return -EBADMSG;
-    r->more = flags & F_MORE;
-    r->push = flags & F_PUSH;
-    r->after = (struct slice){ key, klen };
-    r->p = c->p;
-    r->left = c->left;
-    return 0;
-}
-
-int ae_recs_open(struct ae_recs *r, uint64_t sid, const uint8_t *msg, size_t len)
-{
-    struct cur c = { msg, len, false };
-    unsigned type;
-    uint64_t got_sid;
-    char from[256];
-    memset(r, 0, sizeof(*r));
-    if (get_header(&c, &type, &got_sid, from) < 0 || type != T_RECS || got_sid != sid)
-        return -EBADMSG;
-    return recs_body(r, &c);
-}
-
-int ae_recs_next(struct ae_recs *r, struct store_rec *rec)
-{
-    if (r->done == r->count) return r->left ? -EBADMSG : 0;
-    struct cur c = { r->p, r->left, false };
-    if (!get_rec(&c, rec)) return -EBADMSG;
-    r->p = c.p;
-    r->left = c.left;
-    r->done++;
-    return 1;
 }
 
 /* ---- pages of leaf records ------------------------------------------------------------------ */
@@ -333,7 +166,7 @@ static int add_to_page(void *arg, const struct store_rec *rec)
 {
     struct page_fill *f = arg;
     if (f->n > 0 && f->a->page.len >= AE_PAGE_BYTES) return 1; /* full: stop before this one */
-    put_rec(&f->a->page, rec);
+    ae_msg_put_rec(&f->a->page, rec);
     f->n++;
     buf_reset(&f->last);
     buf_append(&f->last, rec->key, rec->key_len);
@@ -348,7 +181,7 @@ struct page_end {
 };
 
 /*
- * Builds in out a T_RECS message from `from` with the records (tombstones included) of the leaf
+ * Builds in out a RECS message from `from` with the records (tombstones included) of the leaf
  * buckets leaves[0..n) (n == 0: every record), in key order, starting after key `after` when
  * has_after, about AE_PAGE_BYTES at most (one record more at worst). Returns 0 or -EIO.
  */
@@ -365,12 +198,9 @@ static int build_page(struct ae *a, struct buf *out, uint64_t sid, const char *f
     if (e->more) buf_append(&e->last, f.last.data, f.last.len);
     e->nrecs = f.n;
     if (rc >= 0) {
-        put_header(out, T_RECS, sid, from);
-        put_u8(out, (uint8_t) ((e->more ? F_MORE : 0) | (push ? F_PUSH : 0)));
-        put_u32(out, (uint32_t) e->last.len);
-        buf_append(out, e->last.data, e->last.len);
-        put_u32(out, f.n);
-        buf_append(out, a->page.data, a->page.len);
+        unsigned flags = (e->more ? AE_MSG_F_MORE : 0) | (push ? AE_MSG_F_PUSH : 0);
+        ae_msg_put_recs(out, sid, from, flags, e->last.data, e->last.len, f.n, a->page.data,
+                        a->page.len);
     }
     buf_clear(&f.last);
     return rc < 0 ? rc : 0;
@@ -397,11 +227,7 @@ void ae_walk_nodes_req(struct ae_walk *w, uint64_t sid, const char *from, struct
 {
     w->chunk_n = w->ncur - w->chunk;
     if (w->chunk_n > AE_MAX_NODES_REQ) w->chunk_n = AE_MAX_NODES_REQ;
-    put_header(out, T_NODES_REQ, sid, from);
-    put_u8(out, (uint8_t) w->level);
-    put_u32(out, (uint32_t) w->chunk_n);
-    for (size_t i = 0; i < w->chunk_n; i++)
-        put_u32(out, w->cur[w->chunk + i]);
+    ae_msg_put_nodes_req(out, sid, from, w->level, w->cur + w->chunk, w->chunk_n);
 }
 
 /* All children of this level's nodes compared: moves down a level. */
@@ -423,22 +249,22 @@ static int walk_descend(struct ae_walk *w, unsigned depth)
     return AE_WALK_LEAVES;
 }
 
-/* The body of a NODES answer (after the header); see ae_walk_on_nodes. */
-static int walk_nodes(struct ae *a, struct ae_walk *w, struct cur *c)
+/* A NODES answer whose header was read; see ae_walk_on_nodes. */
+static int walk_nodes(struct ae *a, struct ae_walk *w, const struct ae_msg *msg)
 {
     struct merkle *m = a->srv->tree;
     unsigned f = merkle_fanout(m), d = merkle_depth(m);
-    w->peer_fanout = (unsigned) get_le(c, 2);
-    w->peer_depth = (unsigned) get_le(c, 1);
-    unsigned level = (unsigned) get_le(c, 1);
-    uint32_t n = (uint32_t) get_le(c, 4);
-    if (c->bad) return -EBADMSG;
+    struct ae_msg_nodes ans;
+    if (ae_msg_get_nodes(msg, &ans) < 0) return -EBADMSG;
+    w->peer_fanout = ans.fanout;
+    w->peer_depth = ans.depth;
+    unsigned level = ans.level;
+    uint32_t n = ans.n;
     if (w->peer_fanout != f || w->peer_depth != d) return -EPROTO;
     if (w->at_leaves || level != w->level || n != w->chunk_n) return -EBADMSG;
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t idx = (uint32_t) get_le(c, 4);
         const uint8_t *digests;
-        if (!take(c, (size_t) f * MERKLE_DIGEST_LEN, &digests)) return -EBADMSG;
+        uint32_t idx = ae_msg_nodes_entry(&ans, i, &digests);
         if (idx != w->cur[w->chunk + i]) return -EBADMSG;
         w->digests += f;
         for (unsigned k = 0; k < f; k++) {
@@ -454,7 +280,6 @@ static int walk_nodes(struct ae *a, struct ae_walk *w, struct cur *c)
             w->next[w->nnext++] = child;
         }
     }
-    if (c->left) return -EBADMSG;
     w->chunk += w->chunk_n;
     w->chunk_n = 0;
     if (w->chunk < w->ncur) return AE_WALK_NODES;
@@ -463,13 +288,9 @@ static int walk_nodes(struct ae *a, struct ae_walk *w, struct cur *c)
 
 int ae_walk_on_nodes(struct ae *a, struct ae_walk *w, uint64_t sid, const uint8_t *msg, size_t len)
 {
-    struct cur c = { msg, len, false };
-    unsigned type;
-    uint64_t got_sid;
-    char from[256];
-    if (get_header(&c, &type, &got_sid, from) < 0 || type != T_NODES || got_sid != sid)
-        return -EBADMSG;
-    return walk_nodes(a, w, &c);
+    struct ae_msg m;
+    if (ae_msg_open(&m, msg, len) < 0 || m.type != AE_MSG_NODES || m.sid != sid) return -EBADMSG;
+    return walk_nodes(a, w, &m);
 }
 
 bool ae_walk_next_leaves(struct ae_walk *w)
@@ -478,18 +299,6 @@ bool ae_walk_next_leaves(struct ae_walk *w)
     w->chunk_n = w->ncur - w->chunk;
     if (w->chunk_n > AE_MAX_LEAVES_REQ) w->chunk_n = AE_MAX_LEAVES_REQ;
     return w->chunk_n > 0;
-}
-
-void ae_recs_req(uint64_t sid, const char *from, const uint32_t *leaves, uint32_t n,
-                 const uint8_t *after, size_t after_len, bool has_after, struct buf *out)
-{
-    put_header(out, T_RECS_REQ, sid, from);
-    put_u32(out, n);
-    for (uint32_t i = 0; i < n; i++)
-        put_u32(out, leaves[i]);
-    put_u8(out, has_after ? 1 : 0);
-    put_u32(out, (uint32_t) after_len);
-    buf_append(out, after, after_len);
 }
 
 /* ---- sessions (initiator) ------------------------------------------------------------------ */
@@ -617,10 +426,10 @@ static void start_chunk(struct session *s)
         send_pull(s, NULL, 0, false);
 }
 
-static void on_nodes(struct session *s, struct cur *c)
+static void on_nodes(struct session *s, const struct ae_msg *m)
 {
     struct ae *a = s->ae;
-    int rc = walk_nodes(a, &s->w, c);
+    int rc = walk_nodes(a, &s->w, m);
     switch (rc) {
     case AE_WALK_NODES:
         send_nodes_req(s);
@@ -647,7 +456,7 @@ static void on_nodes(struct session *s, struct cur *c)
 
 /*
  * Applies the records of a RECS page sent by peer `from`. Records refused as purged (kv_apply.h: a
- * tombstone newer than them may have been purged here) go back to `from` in a T_DROP message, so
+ * tombstone newer than them may have been purged here) go back to `from` in a DROP message, so
  * the peer drops them too and the trees converge without resurrecting anything
  * (docs/anti-entropy.md, "Tombstone purge"). Returns records applied or -1.
  */
@@ -664,7 +473,7 @@ static int64_t apply_records(struct ae *a, struct ae_recs *r, const char *from)
         a->stats.records_received++;
         if (rc == KV_APPLIED) applied++;
         if (rc == KV_PURGED) {
-            put_rec(&a->drops, &rec);
+            ae_msg_put_rec(&a->drops, &rec);
             refused++;
         }
     }
@@ -675,33 +484,35 @@ static int64_t apply_records(struct ae *a, struct ae_recs *r, const char *from)
     a->stats.records_applied += (uint64_t) applied;
     a->stats.records_refused += refused;
     if (refused) {
-        put_header(&a->out, T_DROP, 0, a->srv->node_id);
-        put_u32(&a->out, refused);
-        buf_append(&a->out, a->drops.data, a->drops.len);
+        ae_msg_put_drop(&a->out, a->srv->node_id, refused, a->drops.data, a->drops.len);
         (void) send_to(a, from); /* lost: the next session refuses them again */
     }
     return applied;
 }
 
 /*
- * T_DROP: records of this node that the peer refused as purged. Each is dropped (store_drop: no
+ * DROP: records of this node that the peer refused as purged. Each is dropped (store_drop: no
  * tombstone, only if still exactly that version) when it is also past this node's tombstone TTL,
  * so a peer can never make a young record vanish.
  */
-static void on_drop(struct ae *a, struct cur *c)
+static void on_drop(struct ae *a, const struct ae_msg *m)
 {
-    uint32_t n = (uint32_t) get_le(c, 4);
+    struct ae_recs recs;
+    if (ae_msg_get_drop(m, &recs) < 0) {
+        a->stats.malformed++;
+        return;
+    }
     uint64_t cutoff = purge_cutoff_ns(a->srv->purge);
-    for (uint32_t i = 0; i < n && !c->bad; i++) {
-        struct store_rec r;
-        if (!get_rec(c, &r)) break;
+    struct store_rec r;
+    int got;
+    while ((got = ae_recs_next(&recs, &r)) == 1) {
         if (r.ts >= cutoff) continue;
         int rc = store_begin(a->srv->store);
         if (rc == 0) rc = store_drop(a->srv->store, &r);
         if (rc < 0) return; /* the turn has failed (store.h) */
         a->stats.records_dropped += (uint64_t) rc;
     }
-    if (c->bad || c->left) a->stats.malformed++;
+    if (got < 0) a->stats.malformed++;
 }
 
 static void on_recs_answer(struct session *s, struct ae_recs *r)
@@ -746,53 +557,46 @@ static void start_session(struct ae *a, const char *peer, bool catchup)
 
 /* ---- the peer's side (stateless) ----------------------------------------------------------- */
 
-static int answer_nodes(struct ae *a, uint64_t sid, struct cur *c, struct buf *out)
+static int answer_nodes(struct ae *a, const struct ae_msg *msg, struct buf *out)
 {
     struct merkle *m = a->srv->tree;
     unsigned f = merkle_fanout(m), d = merkle_depth(m);
-    unsigned level = (unsigned) get_le(c, 1);
-    uint32_t n = (uint32_t) get_le(c, 4);
-    if (c->bad || n > AE_MAX_NODES_REQ || c->left != (size_t) n * 4 || level >= d) return -EBADMSG;
+    struct ae_msg_nodes_req q;
+    if (ae_msg_get_nodes_req(msg, &q) < 0 || q.level >= d) return -EBADMSG;
+    unsigned level = q.level;
+    uint32_t n = q.n;
     uint64_t width = 1;
     for (unsigned l = 0; l < level; l++)
         width *= f;
-    put_header(out, T_NODES, sid, a->srv->node_id);
-    put_u16(out, (uint16_t) f);
-    put_u8(out, (uint8_t) d);
-    put_u8(out, (uint8_t) level);
-    put_u32(out, n);
+    ae_msg_put_nodes(out, msg->sid, a->srv->node_id, f, d, level, n);
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t idx = (uint32_t) get_le(c, 4);
+        uint32_t idx = ae_msg_nodes_req_index(&q, i);
         if (idx >= width) return -EBADMSG;
-        put_u32(out, idx);
-        for (unsigned k = 0; k < f; k++) {
-            uint8_t dg[MERKLE_DIGEST_LEN];
-            if (merkle_node(m, level + 1, idx * f + k, dg) < 0) return -EBADMSG;
-            buf_append(out, dg, sizeof(dg));
-        }
+        uint8_t *dg = ae_msg_put_nodes_entry(out, idx, f);
+        for (unsigned k = 0; k < f; k++)
+            if (merkle_node(m, level + 1, idx * f + k, dg + (size_t) k * MERKLE_DIGEST_LEN) < 0)
+                return -EBADMSG;
     }
     return 0;
 }
 
 /* Returns the number of records in the page (>= 0), -EBADMSG or -EIO. */
-static int64_t answer_recs(struct ae *a, uint64_t sid, struct cur *c, struct buf *out)
+static int64_t answer_recs(struct ae *a, const struct ae_msg *m, struct buf *out)
 {
-    uint32_t n = (uint32_t) get_le(c, 4);
+    struct ae_msg_recs_req q;
     /* n == 0: every record (SYNC --full); ae sessions always name their buckets. */
-    if (c->bad || n > AE_MAX_LEAVES_REQ || c->left < (size_t) n * 4) return -EBADMSG;
+    if (ae_msg_get_recs_req(m, &q) < 0) return -EBADMSG;
+    uint32_t n = q.n;
     uint32_t *leaves = xmalloc(((size_t) n + 1) * sizeof(*leaves));
     int64_t rc = -EBADMSG;
     for (uint32_t i = 0; i < n; i++) {
-        leaves[i] = (uint32_t) get_le(c, 4);
+        leaves[i] = ae_msg_recs_req_leaf(&q, i);
         if (leaves[i] >= merkle_leaves(a->srv->tree)) goto out;
     }
-    uint8_t has_after = (uint8_t) get_le(c, 1);
-    size_t klen = (size_t) get_le(c, 4);
-    const uint8_t *key = NULL;
-    if (!take(c, klen, &key) || c->left || has_after > 1) goto out;
     struct page_end e = { 0 };
     buf_init(&e.last);
-    rc = build_page(a, out, sid, a->srv->node_id, leaves, n, key, klen, has_after, false, &e);
+    rc = build_page(a, out, m->sid, a->srv->node_id, leaves, n, q.after.p, q.after.len, q.has_after,
+                    false, &e);
     buf_clear(&e.last);
     if (rc == 0) rc = (int64_t) e.nrecs;
 out:
@@ -802,17 +606,14 @@ out:
 
 int ae_answer(struct ae *a, const uint8_t *req, size_t len, struct buf *reply)
 {
-    struct cur c = { req, len, false };
-    unsigned type;
-    uint64_t sid;
-    char from[256];
+    struct ae_msg m;
     int64_t rc = -EBADMSG;
     struct buf *out = &a->out;
-    if (len <= AE_MAX_MESSAGE && get_header(&c, &type, &sid, from) == 0) {
-        if (type == T_NODES_REQ)
-            rc = answer_nodes(a, sid, &c, out);
-        else if (type == T_RECS_REQ)
-            rc = answer_recs(a, sid, &c, out);
+    if (len <= AE_MAX_MESSAGE && ae_msg_open(&m, req, len) == 0) {
+        if (m.type == AE_MSG_NODES_REQ)
+            rc = answer_nodes(a, &m, out);
+        else if (m.type == AE_MSG_RECS_REQ)
+            rc = answer_recs(a, &m, out);
     }
     if (rc == -EBADMSG) a->stats.malformed++;
     if (rc < 0) return (int) rc;
@@ -824,56 +625,53 @@ int ae_answer(struct ae *a, const uint8_t *req, size_t len, struct buf *reply)
 static void ae_on_message(void *arg, const uint8_t *payload, size_t len)
 {
     struct ae *a = arg;
-    struct cur c = { payload, len, false };
+    struct ae_msg m;
     a->stats.bytes_received += len;
-    unsigned type;
-    uint64_t sid;
-    char from[256];
-    if (len > AE_MAX_MESSAGE || get_header(&c, &type, &sid, from) < 0) {
+    if (len > AE_MAX_MESSAGE || ae_msg_open(&m, payload, len) < 0) {
         a->stats.malformed++;
         return;
     }
     struct ae_recs r;
-    switch (type) {
-    case T_NODES_REQ:
-        if (answer_nodes(a, sid, &c, &a->out) < 0)
+    switch (m.type) {
+    case AE_MSG_NODES_REQ:
+        if (answer_nodes(a, &m, &a->out) < 0)
             a->stats.malformed++;
         else
-            (void) send_to(a, from);
+            (void) send_to(a, m.from);
         return;
-    case T_RECS_REQ: {
-        int64_t n = answer_recs(a, sid, &c, &a->out);
+    case AE_MSG_RECS_REQ: {
+        int64_t n = answer_recs(a, &m, &a->out);
         if (n == -EBADMSG) a->stats.malformed++;
         if (n < 0) return;
         a->stats.records_sent += (uint64_t) n;
-        (void) send_to(a, from);
+        (void) send_to(a, m.from);
         return;
     }
-    case T_DROP:
-        on_drop(a, &c);
+    case AE_MSG_DROP:
+        on_drop(a, &m);
         return;
-    case T_NODES:
+    case AE_MSG_NODES:
         break;
-    case T_RECS:
-        if (recs_body(&r, &c) < 0) {
+    case AE_MSG_RECS:
+        if (ae_msg_get_recs(&m, &r) < 0) {
             a->stats.malformed++;
             return;
         }
         if (r.push) { /* records pushed by an initiator: apply, no answer */
-            (void) apply_records(a, &r, from);
+            (void) apply_records(a, &r, m.from);
             return;
         }
         break;
-    default:
+    default: /* ae_msg_open accepts known types only */
         a->stats.malformed++;
         return;
     }
     struct session *s = a->sessions;
-    while (s && (s->sid != sid || strcmp(s->peer, from) != 0))
+    while (s && (s->sid != m.sid || strcmp(s->peer, m.from) != 0))
         s = s->next;
     if (!s) return; /* a late answer of a session that ended */
-    if (type == T_NODES)
-        on_nodes(s, &c);
+    if (m.type == AE_MSG_NODES)
+        on_nodes(s, &m);
     else
         on_recs_answer(s, &r);
 }

@@ -24,18 +24,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "arborkv/ae_msg.h" /* the messages, their limits, RECS_REQ and RECS pages (ae_recs_*) */
 #include "arborkv/buf.h"
 #include "arborkv/store.h"
 
-#define AE_MAX_MESSAGE   (4u * 1024 * 1024) /* bytes of one received message */
-#define AE_PAGE_BYTES    (256u * 1024)      /* target size of a records page */
-#define AE_MAX_NODES_REQ 512                /* nodes whose children one request asks for */
-/* Leaf buckets one records request covers. Every chunk of buckets costs both sides a scan of
- * their table (docs/anti-entropy.md), so chunks should be large (256 made d = 10,000 of 1,000,000
- * take 37 scans per side and ~20 s, docs/benchmarks.md); but the initiator pushes a chunk's
- * records in one loop turn, so they bound that turn's work and the messages queued at once
- * (~2 MiB at 15 records per bucket). */
-#define AE_MAX_LEAVES_REQ 2048
+#define AE_PAGE_BYTES (256u * 1024) /* target size of a records page */
 
 struct server;
 struct repl;
@@ -131,26 +124,7 @@ int ae_walk_on_nodes(struct ae *a, struct ae_walk *w, uint64_t sid, const uint8_
  * The chunk is w->cur[w->chunk .. w->chunk + w->chunk_n). */
 bool ae_walk_next_leaves(struct ae_walk *w);
 
-/* Builds in out (reset first) a RECS_REQ for leaves[0..n) (n == 0: every record), after key
- * `after` when has_after. */
-void ae_recs_req(uint64_t sid, const char *from, const uint32_t *leaves, uint32_t n,
-                 const uint8_t *after, size_t after_len, bool has_after, struct buf *out);
-
-/* A page of records (RECS message) being decoded. Pointers borrow from the message. */
-struct ae_recs {
-    bool more;          /* more records follow: ask again after `after` */
-    bool push;          /* pushed by an initiator (not an answer) */
-    struct slice after; /* [borrow] key of the last record of the page (the paging cursor) */
-    uint32_t count;     /* records in the page */
-    uint32_t done;      /* records returned by ae_recs_next so far */
-    const uint8_t *p;   /* [borrow] undecoded bytes */
-    size_t left;        /* bytes at p */
-};
-
-/* Opens a RECS message of session sid. Returns 0 or -EBADMSG. */
-int ae_recs_open(struct ae_recs *r, uint64_t sid, const uint8_t *msg, size_t len);
-/* Decodes the next record into rec ([borrow] from the message). Returns 1, 0 at the end of a
- * well-formed page, or -EBADMSG. */
-int ae_recs_next(struct ae_recs *r, struct store_rec *rec);
+/* Then the pages of records of those leaves: ae_recs_req, and struct ae_recs with
+ * ae_recs_open/ae_recs_next, in ae_msg.h. */
 
 #endif
