@@ -9,6 +9,7 @@
  */
 #include "arborkv/ae.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,6 @@
 #include "arborkv/merkle.h"
 #include "arborkv/purge.h"
 #include "arborkv/repl.h"
-#include "arborkv/server.h"
 #include "arborkv/store.h"
 
 #define AE_MAX_PEERS 64 /* sessions started per round at most */
@@ -50,7 +50,7 @@ struct session {
 };
 
 struct ae {
-    struct server *srv;
+    struct ae_env env; /* [borrow] handles */
     struct repl *repl;
     struct ae_opts o;
     uint64_t round_timer;
@@ -77,7 +77,7 @@ static int send_to(struct ae *a, const char *peer)
 {
     char suffix[300];
     int n = snprintf(suffix, sizeof(suffix), "ae/%s", peer);
-    if (store_in_txn(a->srv->store)) {
+    if (store_in_txn(a->env.store)) {
         /* What this message says (digests, records) may include writes of the open transaction:
          * it leaves only once they are committed (ae_after_commit), never if they roll back. */
         uint32_t lens[2] = { (uint32_t) n, (uint32_t) a->out.len };
@@ -138,7 +138,7 @@ static int filter_leaves(void *arg, const struct store_rec *rec)
 int ae_scan_leaves(struct ae *a, const uint32_t *leaves, uint32_t n, const uint8_t *after,
                    size_t after_len, bool has_after, unsigned flags, store_scan_fn *fn, void *arg)
 {
-    struct merkle *m = a->srv->tree;
+    struct merkle *m = a->env.tree;
     uint8_t *want = NULL;
     if (n) {
         want = xcalloc((merkle_leaves(m) + 7) / 8, 1);
@@ -149,7 +149,7 @@ int ae_scan_leaves(struct ae *a, const uint32_t *leaves, uint32_t n, const uint8
     struct buf cursor; /* copy of `after`: it may point into memory the store reuses */
     buf_init(&cursor);
     if (has_after) buf_append(&cursor, after, after_len);
-    int rc = store_scan(a->srv->store, NULL, 0, has_after ? cursor.data : NULL, cursor.len, flags,
+    int rc = store_scan(a->env.store, NULL, 0, has_after ? cursor.data : NULL, cursor.len, flags,
                         filter_leaves, &f);
     buf_clear(&cursor);
     free(want);
@@ -252,7 +252,7 @@ static int walk_descend(struct ae_walk *w, unsigned depth)
 /* A NODES answer whose header was read; see ae_walk_on_nodes. */
 static int walk_nodes(struct ae *a, struct ae_walk *w, const struct ae_msg *msg)
 {
-    struct merkle *m = a->srv->tree;
+    struct merkle *m = a->env.tree;
     unsigned f = merkle_fanout(m), d = merkle_depth(m);
     struct ae_msg_nodes ans;
     if (ae_msg_get_nodes(msg, &ans) < 0) return -EBADMSG;
@@ -330,7 +330,7 @@ static void session_end(struct session *s, bool ok, const char *why)
     a->stats.digests_received += s->w.digests;
     if (s->catchup && !ok) a->catchup_failed = true;
     bool catchup = s->catchup;
-    if (s->timer) loop_cancel_timer(a->srv->loop, s->timer);
+    if (s->timer) loop_cancel_timer(a->env.loop, s->timer);
     for (struct session **pp = &a->sessions; *pp; pp = &(*pp)->next)
         if (*pp == s) {
             *pp = s->next;
@@ -345,8 +345,8 @@ static void session_end(struct session *s, bool ok, const char *why)
 static void arm(struct session *s)
 {
     struct ae *a = s->ae;
-    if (s->timer) loop_cancel_timer(a->srv->loop, s->timer);
-    s->timer = loop_add_timer(a->srv->loop, (uint64_t) a->o.step_timeout_s * 1000000ULL,
+    if (s->timer) loop_cancel_timer(a->env.loop, s->timer);
+    s->timer = loop_add_timer(a->env.loop, (uint64_t) a->o.step_timeout_s * 1000000ULL,
                               session_step_timeout, s);
 }
 
@@ -361,7 +361,7 @@ static void session_step_timeout(struct loop *l, void *arg)
 static void send_nodes_req(struct session *s)
 {
     struct ae *a = s->ae;
-    ae_walk_nodes_req(&s->w, s->sid, a->srv->node_id, &a->out);
+    ae_walk_nodes_req(&s->w, s->sid, a->env.node_id, &a->out);
     int rc = send_to(a, s->peer);
     if (rc < 0) {
         session_end(s, false, send_error(rc));
@@ -374,7 +374,7 @@ static void send_nodes_req(struct session *s)
 static void send_pull(struct session *s, const uint8_t *after, size_t after_len, bool has_after)
 {
     struct ae *a = s->ae;
-    ae_recs_req(s->sid, a->srv->node_id, s->w.cur + s->w.chunk, (uint32_t) s->w.chunk_n, after,
+    ae_recs_req(s->sid, a->env.node_id, s->w.cur + s->w.chunk, (uint32_t) s->w.chunk_n, after,
                 after_len, has_after, &a->out);
     int rc = send_to(a, s->peer);
     if (rc < 0) {
@@ -402,7 +402,7 @@ static void start_chunk(struct session *s)
     bool has_after = false;
     const char *fail = NULL;
     for (;;) {
-        if (build_page(a, &a->out, s->sid, a->srv->node_id, s->w.cur + s->w.chunk,
+        if (build_page(a, &a->out, s->sid, a->env.node_id, s->w.cur + s->w.chunk,
                        (uint32_t) s->w.chunk_n, after.data, after.len, has_after, true, &e) < 0) {
             fail = "storage error";
             break;
@@ -443,8 +443,8 @@ static void on_nodes(struct session *s, const struct ae_msg *m)
     case -EPROTO:
         log_warn("ae: %s has a %ux%u tree, this node %ux%u: set the same anti_entropy fanout and "
                  "depth on every node",
-                 s->peer, s->w.peer_fanout, s->w.peer_depth, merkle_fanout(a->srv->tree),
-                 merkle_depth(a->srv->tree));
+                 s->peer, s->w.peer_fanout, s->w.peer_depth, merkle_fanout(a->env.tree),
+                 merkle_depth(a->env.tree));
         session_end(s, false, "tree shapes differ");
         return;
     default:
@@ -468,7 +468,7 @@ static int64_t apply_records(struct ae *a, struct ae_recs *r, const char *from)
     int rc;
     buf_reset(&a->drops);
     while ((rc = ae_recs_next(r, &rec)) == 1) {
-        rc = kv_apply_remote(&a->srv->hlc, a->srv->store, &rec);
+        rc = kv_apply_remote(a->env.hlc, a->env.store, &rec);
         if (rc < 0) return -1; /* the turn has failed (store.h) */
         a->stats.records_received++;
         if (rc == KV_APPLIED) applied++;
@@ -484,7 +484,7 @@ static int64_t apply_records(struct ae *a, struct ae_recs *r, const char *from)
     a->stats.records_applied += (uint64_t) applied;
     a->stats.records_refused += refused;
     if (refused) {
-        ae_msg_put_drop(&a->out, a->srv->node_id, refused, a->drops.data, a->drops.len);
+        ae_msg_put_drop(&a->out, a->env.node_id, refused, a->drops.data, a->drops.len);
         (void) send_to(a, from); /* lost: the next session refuses them again */
     }
     return applied;
@@ -502,13 +502,13 @@ static void on_drop(struct ae *a, const struct ae_msg *m)
         a->stats.malformed++;
         return;
     }
-    uint64_t cutoff = purge_cutoff_ns(a->srv->purge);
+    uint64_t cutoff = purge_cutoff_ns(a->env.purge);
     struct store_rec r;
     int got;
     while ((got = ae_recs_next(&recs, &r)) == 1) {
         if (r.ts >= cutoff) continue;
-        int rc = store_begin(a->srv->store);
-        if (rc == 0) rc = store_drop(a->srv->store, &r);
+        int rc = store_begin(a->env.store);
+        if (rc == 0) rc = store_drop(a->env.store, &r);
         if (rc < 0) return; /* the turn has failed (store.h) */
         a->stats.records_dropped += (uint64_t) rc;
     }
@@ -559,7 +559,7 @@ static void start_session(struct ae *a, const char *peer, bool catchup)
 
 static int answer_nodes(struct ae *a, const struct ae_msg *msg, struct buf *out)
 {
-    struct merkle *m = a->srv->tree;
+    struct merkle *m = a->env.tree;
     unsigned f = merkle_fanout(m), d = merkle_depth(m);
     struct ae_msg_nodes_req q;
     if (ae_msg_get_nodes_req(msg, &q) < 0 || q.level >= d) return -EBADMSG;
@@ -568,7 +568,7 @@ static int answer_nodes(struct ae *a, const struct ae_msg *msg, struct buf *out)
     uint64_t width = 1;
     for (unsigned l = 0; l < level; l++)
         width *= f;
-    ae_msg_put_nodes(out, msg->sid, a->srv->node_id, f, d, level, n);
+    ae_msg_put_nodes(out, msg->sid, a->env.node_id, f, d, level, n);
     for (uint32_t i = 0; i < n; i++) {
         uint32_t idx = ae_msg_nodes_req_index(&q, i);
         if (idx >= width) return -EBADMSG;
@@ -591,11 +591,11 @@ static int64_t answer_recs(struct ae *a, const struct ae_msg *m, struct buf *out
     int64_t rc = -EBADMSG;
     for (uint32_t i = 0; i < n; i++) {
         leaves[i] = ae_msg_recs_req_leaf(&q, i);
-        if (leaves[i] >= merkle_leaves(a->srv->tree)) goto out;
+        if (leaves[i] >= merkle_leaves(a->env.tree)) goto out;
     }
     struct page_end e = { 0 };
     buf_init(&e.last);
-    rc = build_page(a, out, m->sid, a->srv->node_id, leaves, n, q.after.p, q.after.len, q.has_after,
+    rc = build_page(a, out, m->sid, a->env.node_id, leaves, n, q.after.p, q.after.len, q.has_after,
                     false, &e);
     buf_clear(&e.last);
     if (rc == 0) rc = (int64_t) e.nrecs;
@@ -685,7 +685,7 @@ static void run_round(struct ae *a, bool every_peer, bool catchup)
     const char *peers[AE_MAX_PEERS];
     size_t n = repl_online_peers(a->repl, peers, AE_MAX_PEERS);
     for (size_t i = 0; i < n; i++) {
-        if (!every_peer && strcmp(peers[i], a->srv->node_id) <= 0) continue;
+        if (!every_peer && strcmp(peers[i], a->env.node_id) <= 0) continue;
         bool busy = false;
         for (struct session *s = a->sessions; s && !busy; s = s->next)
             busy = !strcmp(s->peer, peers[i]);
@@ -720,7 +720,7 @@ static void catchup_session_ended(struct ae *a)
         if (s->catchup) return;
     if (a->link_up_timer) return;
     if (a->catchup_failed && a->catchup_tries > 0)
-        a->link_up_timer = loop_add_timer(a->srv->loop, AE_LINK_UP_DELAY_US, link_up_tick, a);
+        a->link_up_timer = loop_add_timer(a->env.loop, AE_LINK_UP_DELAY_US, link_up_tick, a);
     else
         a->catchup_tries = 0;
 }
@@ -732,7 +732,7 @@ static void ae_link_up(void *arg)
     if (!a->o.enabled) return;
     a->catchup_tries = AE_CATCHUP_TRIES;
     if (!a->link_up_timer)
-        a->link_up_timer = loop_add_timer(a->srv->loop, AE_LINK_UP_DELAY_US, link_up_tick, a);
+        a->link_up_timer = loop_add_timer(a->env.loop, AE_LINK_UP_DELAY_US, link_up_tick, a);
 }
 
 static void round_tick(struct loop *l, void *arg)
@@ -742,10 +742,11 @@ static void round_tick(struct loop *l, void *arg)
     a->round_timer = loop_add_timer(l, (uint64_t) a->o.interval_s * 1000000ULL, round_tick, a);
 }
 
-int ae_new(struct ae **out, struct server *srv, struct repl *r, const struct ae_opts *o)
+int ae_new(struct ae **out, const struct ae_env *env, struct repl *r, const struct ae_opts *o)
 {
+    assert(env && env->loop && env->store && env->tree && env->hlc && env->node_id && r && o);
     struct ae *a = xcalloc(1, sizeof(*a));
-    a->srv = srv;
+    a->env = *env;
     a->repl = r;
     a->o = *o;
     if (a->o.interval_s < 1) a->o.interval_s = 1;
@@ -756,7 +757,7 @@ int ae_new(struct ae **out, struct server *srv, struct repl *r, const struct ae_
     buf_init(&a->drops);
     if (o->enabled)
         a->round_timer =
-                loop_add_timer(srv->loop, (uint64_t) a->o.interval_s * 1000000ULL, round_tick, a);
+                loop_add_timer(env->loop, (uint64_t) a->o.interval_s * 1000000ULL, round_tick, a);
     int rc = repl_listen(r, &(struct repl_listener){ .suffix = "ae",
                                                      .on_message = ae_on_message,
                                                      .on_link_up = ae_link_up,
@@ -775,13 +776,13 @@ void ae_free(struct ae *a)
     while (a->sessions) {
         struct session *s = a->sessions;
         a->sessions = s->next;
-        if (s->timer) loop_cancel_timer(a->srv->loop, s->timer);
+        if (s->timer) loop_cancel_timer(a->env.loop, s->timer);
         free(s->peer);
         ae_walk_clear(&s->w);
         free(s);
     }
-    if (a->round_timer) loop_cancel_timer(a->srv->loop, a->round_timer);
-    if (a->link_up_timer) loop_cancel_timer(a->srv->loop, a->link_up_timer);
+    if (a->round_timer) loop_cancel_timer(a->env.loop, a->round_timer);
+    if (a->link_up_timer) loop_cancel_timer(a->env.loop, a->link_up_timer);
     buf_clear(&a->out);
     buf_clear(&a->page);
     buf_clear(&a->held);

@@ -162,7 +162,13 @@ static int start_replication(struct server *srv, const struct conf *c)
                           .interval_s = c->ae_interval_seconds,
                           .step_timeout_s =
                                   c->ae_interval_seconds < 5 ? c->ae_interval_seconds : 5 };
-    if (rc == 0) rc = ae_new(&srv->ae, srv, srv->repl, &ao);
+    struct ae_env aenv = { .loop = srv->loop,
+                           .store = srv->store,
+                           .tree = srv->tree,
+                           .hlc = &srv->hlc,
+                           .purge = srv->purge,
+                           .node_id = srv->node_id };
+    if (rc == 0) rc = ae_new(&srv->ae, &aenv, srv->repl, &ao);
     struct mirror_opts mo = { .timeout_s = c->sync_timeout_seconds };
     if (rc == 0) rc = mirror_new(&srv->mirror, srv, &mo);
     if (rc < 0)

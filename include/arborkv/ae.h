@@ -30,10 +30,12 @@
 
 #define AE_PAGE_BYTES (256u * 1024) /* target size of a records page */
 
-struct server;
-struct repl;
 struct ae;
+struct hlc;
+struct loop;
 struct merkle;
+struct purge;
+struct repl;
 
 struct ae_opts {
     bool enabled;       /* run sessions by itself */
@@ -49,7 +51,17 @@ struct ae_opts {
  * with every online peer, whichever id is smaller: the later of two peers to reconnect thereby
  * repairs the pair (no-op when automatic sessions are disabled). 0 or -errno.
  */
-int ae_new(struct ae **out, struct server *srv, struct repl *r, const struct ae_opts *o);
+/* The handles anti-entropy uses ([borrow]: they outlive it). */
+struct ae_env {
+    struct loop *loop;
+    struct store *store;
+    struct merkle *tree;  /* compared with the peers' */
+    struct hlc *hlc;      /* takes the timestamps of repaired records */
+    struct purge *purge;  /* its cutoff decides which dropped records go; NULL: never */
+    const char *node_id;
+};
+
+int ae_new(struct ae **out, const struct ae_env *env, struct repl *r, const struct ae_opts *o);
 void ae_free(struct ae *a); /* NULL-safe */
 
 /* After the turn's COMMIT (committed) or ROLLBACK: sends, or drops, the messages that waited
