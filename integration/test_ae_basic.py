@@ -4,11 +4,12 @@ Peers with anti-entropy on (interval 1 s) repair what events never delivered: wr
 a peer ever subscribed, and records changed behind the server's back in its SQLite file.
 """
 import os
+import re
 import signal
 import sqlite3
 
-from conftest import (converged, info, info_int, line_request, lww_winners, wait_info_int,
-                      wait_until)
+from conftest import (converged, info, info_int, line_request, lww_winners, wait_info,
+                      wait_info_int, wait_until)
 from faults import TcpProxy
 
 AE_ON = {"anti_entropy": {"enabled": True, "interval_seconds": 1}}
@@ -119,21 +120,37 @@ def test_peers_with_another_tree_shape_refuse_to_compare(make_broker, make_clust
 
 
 def test_a_peer_that_stops_answering_fails_the_session_not_the_node(make_broker, make_cluster):
-    """A session whose peer vanishes mid-way ends by timeout; a later interval succeeds."""
+    """A session whose peer vanishes mid-way ends by timeout and counts as failed, never as
+    completed; a later interval succeeds, and every session a started is counted exactly once."""
     broker = make_broker()
-    a, b = make_cluster(2, broker, names=["a", "b"], conf_overrides=AE_ON)
+    # A long keep-alive: the broker must not drop the frozen b (a would stop starting sessions).
+    a, b = make_cluster(2, broker, names=["a", "b"], conf_overrides=AE_ON,
+                        repl={"keepalive_seconds": 600})
     wait_info_int(a, "ae_sessions_completed", lambda v: v >= 1, timeout_s=REPAIR_TIMEOUT_S)
+    failed = info_int(a, "ae_sessions_failed")
     os.kill(b.pid, signal.SIGSTOP)  # b keeps its connections but answers nothing
     try:
-        failed = wait_info_int(a, "ae_sessions_failed", lambda v: v >= 1,
-                               timeout_s=REPAIR_TIMEOUT_S)
+        # b is a's only peer and a runs one session with it at a time: once one has failed, every
+        # later session starts while b is frozen, so none completes until b resumes.
+        first = wait_info(a, lambda d: int(d["ae_sessions_failed"]) > failed,
+                          "a session with the frozen b failing", timeout_s=REPAIR_TIMEOUT_S)
         with a.line() as c:  # a keeps serving while its session waits and times out
             assert c.request(b"SET during freeze") == b"OK\r\n"
+        wait_info_int(a, "ae_sessions_failed", lambda v: v > int(first["ae_sessions_failed"]),
+                      timeout_s=REPAIR_TIMEOUT_S)
+        assert info_int(a, "ae_sessions_completed") == int(first["ae_sessions_completed"])
     finally:
         os.kill(b.pid, signal.SIGCONT)
+    assert re.search(r"ae: session with b failed after \d+ ms: no answer in time", a.log_text())
     done = info_int(a, "ae_sessions_completed")
     wait_info_int(a, "ae_sessions_completed", lambda v: v > done, timeout_s=REPAIR_TIMEOUT_S)
-    assert info_int(a, "ae_sessions_failed") >= failed
+    # Each session ended once, as completed or failed (the failures stay counted after the
+    # recovery), or is still running: one at most, with b.
+    d = info(a)
+    started, completed, failed_now, running = (
+        int(d[f"ae_sessions_{k}"]) for k in ("started", "completed", "failed", "running"))
+    assert started == completed + failed_now + running, d
+    assert failed_now >= int(first["ae_sessions_failed"]) + 1 and running <= 1, d
     converged([a, b], expected={"during": "freeze"})
     wait_until(lambda: roots_equal([a, b]), REPAIR_TIMEOUT_S, "equal Merkle roots")
 

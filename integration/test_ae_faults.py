@@ -135,6 +135,16 @@ def wait_connected(peers, timeout_s=REPAIR_DEADLINE_S):
                   timeout_s)
 
 
+def assert_sessions_accounted(d, peers):
+    """Checks the session counters of one INFO dict: every session the node started has ended
+    once, completed or failed, or is still running, and it runs at most one per peer it may
+    start sessions with (`peers`)."""
+    started, completed, failed, running = (
+        int(d[f"ae_sessions_{k}"]) for k in ("started", "completed", "failed", "running"))
+    assert started == completed + failed + running, d
+    assert running <= peers, d
+
+
 def db_edit(peer, fn):
     """Runs fn(sqlite3 connection) on the stopped peer's database file, in one transaction."""
     assert not peer.running(), f"{peer.name} must be stopped to edit its database"
@@ -392,9 +402,15 @@ def test_info_fields_exist_and_move(make_broker, make_cluster, make_peer):
     assert int(da["ae_sessions_started"]) >= int(da["ae_sessions_completed"]) >= 2
     assert int(da["ae_bytes_sent"]) > 0 and int(da["ae_bytes_received"]) > 0
     assert t0 - 1 <= int(da["ae_last_repair_unix"]) <= int(time.time()) + 1
-    assert int(da["ae_last_session_ms"]) >= 0 and int(da["ae_sessions_running"]) >= 0
+    assert_sessions_accounted(da, peers=2)
+    # ae_last_session_ms is how long the session that completed at ae_last_repair_unix took: it
+    # began after t0 (a did not exist before). No lower bound: with equal roots a session is one
+    # round trip, often under 1 ms, which INFO shows as 0.
+    assert int(da["ae_last_session_ms"]) < (int(da["ae_last_repair_unix"]) + 1 - t0) * 1000, da
     dc = info(c)
     assert dc["ae_enabled"] == "0" and dc["ae_sessions_started"] == "0"
+    # c only answers: it counts no session of its own.
+    assert_sessions_accounted(dc, peers=0)
     assert int(dc["ae_bytes_received"]) > 0 and int(dc["ae_bytes_sent"]) > 0  # it answered
     # A healthy cluster: sessions keep completing, nothing needs repairing.
     applied = {p.name: info_int(p, "ae_records_applied") for p in cluster}
@@ -403,6 +419,12 @@ def test_info_fields_exist_and_move(make_broker, make_cluster, make_peer):
                   timeout_s=REPAIR_DEADLINE_S)
     assert {p.name: info_int(p, "ae_records_applied") for p in cluster} == applied
     assert info(a)["merkle_root"] == root
+    # Sessions end: between two of them a runs none (a session takes a round trip or a few, the
+    # interval is 1 s).
+    idle = wait_info(a, lambda d: d["ae_sessions_running"] == "0", "a between sessions",
+                     timeout_s=REPAIR_DEADLINE_S)
+    assert_sessions_accounted(idle, peers=2)
+    assert int(idle["ae_sessions_completed"]) >= done + 2
 
     # A local-only write moves the writer's root and nobody else's.
     assert line_request(b, b"REPLICATE disable") == b"OK"

@@ -5,7 +5,12 @@
  * Each test file defines its cases with TEST(name) and lists them in a TEST_LIST; main() comes
  * from TEST_MAIN(). Every case runs in a forked child with an alarm() timeout, so an assertion,
  * a crash or a sanitizer abort fails that case only. The runner prints one line per case and a
- * closing "N passed, N failed" line, and exits 1 on any failure. ARBORKV_TEST=<name> runs one case.
+ * closing "N passed, N failed" line, and exits 1 on any failure.
+ *
+ * ARBORKV_TEST=<name> runs only the case of that name. A name that matches no case of the file
+ * (a typo, a case of another file, an empty value) is an error: the runner names the filter, lists
+ * the cases and exits 1, so a filter can never pass by running nothing. Under meson, name the
+ * file's test as well: ARBORKV_TEST=<case> meson test -C build <file without test_>.
  */
 #ifndef ARBORKV_TEST_HARNESS_H
 #define ARBORKV_TEST_HARNESS_H
@@ -102,9 +107,10 @@ struct test_case {
 static inline int test_run_all(const struct test_case *cases, size_t n)
 {
     const char *only = getenv("ARBORKV_TEST");
-    size_t passed = 0, failed = 0;
+    size_t passed = 0, failed = 0, matched = 0;
     for (size_t i = 0; i < n; i++) {
         if (only && strcmp(only, cases[i].name) != 0) continue;
+        matched++;
         fflush(stdout);
         pid_t pid = fork();
         if (pid < 0) {
@@ -130,6 +136,12 @@ static inline int test_run_all(const struct test_case *cases, size_t n)
             else
                 printf("FAIL %s (exit %d)\n", cases[i].name, WEXITSTATUS(status));
         }
+    }
+    if (only && matched == 0) {
+        fprintf(stderr, "ARBORKV_TEST=\"%s\" matches no test case here; the cases are:\n", only);
+        for (size_t i = 0; i < n; i++)
+            fprintf(stderr, "  %s\n", cases[i].name);
+        return 1;
     }
     printf("%zu passed, %zu failed\n", passed, failed);
     return failed ? 1 : 0;
