@@ -19,9 +19,9 @@
 
 #include "arborkv/ae_msg.h"
 #include "arborkv/hlc.h"
+#include "arborkv/kv_apply.h"
 #include "arborkv/log.h"
 #include "arborkv/loop.h"
-#include "arborkv/kv_apply.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
 #include "arborkv/purge.h"

@@ -55,9 +55,9 @@ struct ae_opts {
 struct ae_env {
     struct loop *loop;
     struct store *store;
-    struct merkle *tree;  /* compared with the peers' */
-    struct hlc *hlc;      /* takes the timestamps of repaired records */
-    struct purge *purge;  /* its cutoff decides which dropped records go; NULL: never */
+    struct merkle *tree; /* compared with the peers' */
+    struct hlc *hlc;     /* takes the timestamps of repaired records */
+    struct purge *purge; /* its cutoff decides which dropped records go; NULL: never */
     const char *node_id;
 };
 

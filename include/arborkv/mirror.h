@@ -12,8 +12,8 @@
  * of every key, pipelined in a bounded window.
  *
  * Local writes: a remote record that beats the local one in last-write-wins order is stored as
- * it is (as an anti-entropy repair: kv_apply_remote, not published as an event). Where the local record
- * wins (or the remote sent only a value, with no timestamp) but the live values differ, the
+ * it is (as an anti-entropy repair: kv_apply_remote, not published as an event). Where the local
+ * record wins (or the remote sent only a value, with no timestamp) but the live values differ, the
  * remote's value (or absence) is written as a new local write (kv_write: fresh HLC ts, published
  * as an event like a client write), so it supersedes the local record here and on the peers.
  * Local keys the remote lacks are deleted that same way.
