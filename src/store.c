@@ -3,6 +3,7 @@
  * store: the records table in SQLite (replication.md §1); see include/arborkv/store.h.
  *
  * One connection, owned by the event-loop thread (THREADING: single-threaded, SQLITE_OPEN_NOMUTEX).
+ * (The WAL checkpointer, src/checkpoint.c, has a second one on a thread of its own.)
  * Every statement is prepared once in store_open() and finalized in store_close(). After use a
  * statement is sqlite3_reset() and sqlite3_clear_bindings(); the one exception is the statement
  * whose column memory was handed out as [borrow] pointers (store_get, store_get_rec): it stays
@@ -25,10 +26,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +37,7 @@
 #include <sqlite3.h>
 
 #include "arborkv/buf.h"
+#include "arborkv/checkpoint.h"
 #include "arborkv/log.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
@@ -73,16 +72,18 @@
  *   locking_mode            EXCLUSIVE while store_open validates the file (check_schema), so a
  *                           refused file gets no -shm file and its WAL is not touched; then the
  *                           connection is reopened with NORMAL locking, which the checkpointer
- *                           below needs (EXCLUSIVE admits no second connection). The WAL index
- *                           is then the shared-memory file <db>-shm, removed at close. A second
- *                           arborkv on the same directory is kept off by the lock file
- *                           (STORE_LOCK_FILE, flock, held from open to close), not by SQLite.
+ *                           (src/checkpoint.c) needs (EXCLUSIVE admits no second connection). The
+ *                           WAL index is then the shared-memory file <db>-shm, removed at
+ *                           close. A second arborkv on the same directory is kept off by the
+ *                           lock file (STORE_LOCK_FILE, flock, held from open to close), not by
+ *                           SQLite.
  *   journal_mode=WAL        a commit appends the changed pages to the WAL; no rollback journal.
  *   synchronous=NORMAL|FULL STORE_DURABLE_PROCESS: a commit survives kill -9 (the WAL is
  *                           written at commit, fsynced at checkpoint); STORE_DURABLE_POWER:
  *                           fsync at every commit, survives power loss. The checkpointer's
  *                           connection has the same setting, so checkpoints sync as before.
- *   wal_autocheckpoint=0    no checkpoint inside the loop's commits: see CHECKPOINTER.
+ *   wal_autocheckpoint=0    no checkpoint inside the loop's commits: see CHECKPOINTER in
+ *                           src/checkpoint.c.
  *   journal_size_limit      the WAL file is cut back to this size when it restarts, so one
  *                           huge transaction (or a long burst) does not leave a huge file behind.
  *   cache_size=-65536       64 MiB page cache, so the hot part of the key b-tree stays in memory.
@@ -98,45 +99,13 @@
  * are switched off before its first use (SQLITE_CONFIG_MEMSTATUS): they take a global mutex on
  * every allocation, ~5% of a GET.
  */
-#define STORE_DB_FILE           "arborkv.db"
-#define STORE_APPLICATION_ID    1634888566 /* 0x61726b76, "arkv" */
-#define STORE_SCHEMA_VERSION    5          /* PRAGMA user_version of a current database */
-#define STORE_BUSY_TIMEOUT_MS   200        /* ms; waiting for another process's lock at open */
-#define STORE_CACHE_KIB         65536      /* KiB of page cache (PRAGMA cache_size = -N) */
-#define STORE_WAL_LIMIT_BYTES   (64 * 1024 * 1024) /* WAL file size kept after a checkpoint */
-#define STORE_LOCK_FILE         "arborkv.lock"
-#define STORE_CKPT_START_FRAMES 16384 /* WAL frames (4 KiB pages, 64 MiB) that wake it */
-#define STORE_CKPT_TAIL_FRAMES  512   /* at most this many left: the loop finishes the job */
-#define STORE_CKPT_FORCE_FRAMES 65536 /* WAL frames (256 MiB): the loop finishes anyway */
-
-/*
- * CHECKPOINTER
- *
- * A WAL checkpoint copies the WAL's pages into the database file and fsyncs both; on the loop's
- * connection (SQLite's autocheckpoint) it stalled the event loop 80-290 ms every few seconds
- * under load (docs/benchmarks.md). So the loop's connection has autocheckpoint off and a
- * checkpointer thread with its own connection does the work:
- *
- *  1. The loop's commit calls wal_hook() with the WAL's length in frames (pages); past
- *     STORE_CKPT_START_FRAMES it wakes the thread (mutex + condvar, no I/O on the loop).
- *  2. The thread runs PASSIVE checkpoints (they never block the loop: no busy handler, no write
- *     lock) until at most STORE_CKPT_TAIL_FRAMES remain un-copied. A pass that leaves frames
- *     behind does not fsync the database file in SQLite (only the WAL, before copying), so the
- *     thread fsyncs it itself (xSync on its own file handle), and before handing over it syncs
- *     the WAL again: the loop's final pass then finds almost nothing to sync.
- *  3. A PASSIVE checkpoint cannot restart the WAL while the loop keeps appending to it: SQLite
- *     starts the WAL over only when a write transaction begins with every frame copied. So the
- *     thread leaves the last step to the loop (ckpt.tail_ready): store_maintain(), which the
- *     loop calls when a turn's replies are out, runs a PASSIVE checkpoint on the loop's
- *     connection, and the next write restarts the WAL. That pass copies and syncs the last few
- *     frames: 1-3 ms in tools/repl_bench instead of the 80-290 ms of a whole checkpoint.
- *  4. If writes outrun the thread (STORE_CKPT_FORCE_FRAMES in the WAL), it hands over anyway,
- *     bounding the WAL file (~256 MiB) at the cost of a longer pause on the loop.
- * Durability is unchanged: commits sync (or not) exactly as before, and checkpoints sync the
- * WAL before copying and the database before the WAL can restart, as SQLite's own do.
- * THREADING: ckpt.lock guards stop/wake; busy and tail_ready are atomics; the thread touches
- * only its own connection (SQLite in multi-thread mode: one connection per thread).
- */
+#define STORE_DB_FILE         "arborkv.db"
+#define STORE_APPLICATION_ID  1634888566 /* 0x61726b76, "arkv" */
+#define STORE_SCHEMA_VERSION  5          /* PRAGMA user_version of a current database */
+#define STORE_BUSY_TIMEOUT_MS 200        /* ms; waiting for another process's lock at open */
+#define STORE_CACHE_KIB       65536      /* KiB of page cache (PRAGMA cache_size = -N) */
+#define STORE_WAL_LIMIT_BYTES (64 * 1024 * 1024) /* WAL file size kept after a checkpoint */
+#define STORE_LOCK_FILE       "arborkv.lock"
 
 static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
     [1] = "CREATE TABLE records ("
@@ -240,24 +209,10 @@ static const struct {
     [STMT_ROLLBACK] = { "rollback", "ROLLBACK" },
 };
 
-/* The checkpointer thread (see CHECKPOINTER). */
-struct ckpt {
-    sqlite3 *db;        /* its connection (same file, same synchronous setting) */
-    sqlite3_file *file; /* [borrow] db's handle on the database file, for xSync */
-    pthread_t thread;
-    bool running;         /* thread started, not joined */
-    pthread_mutex_t lock; /* guards stop and wake */
-    pthread_cond_t cond;  /* signalled when stop or wake is set */
-    bool stop, wake;
-    atomic_bool busy;       /* woken and not idle yet */
-    atomic_bool tail_ready; /* the last pass left a small tail: store_maintain finishes */
-};
-
 struct store {
     sqlite3 *db;                    /* the connection; NULL only while half-built */
     int lock_fd;                    /* STORE_LOCK_FILE, flock'ed; -1 for the memory engine */
-    int wal_frames;                 /* frames in the WAL after the last commit (wal_hook) */
-    struct ckpt *ckpt;              /* the checkpointer, NULL for the memory engine */
+    struct ckpt *ckpt;              /* the checkpointer (checkpoint.h), NULL for memory */
     sqlite3_stmt *stmt[STMT_COUNT]; /* prepared in store_open, finalized in store_close */
     sqlite3_stmt *pending;          /* un-reset statement backing [borrow] pointers, or NULL */
     enum store_engine engine;       /* STORE_ENGINE_SQLITE or STORE_ENGINE_MEMORY */
@@ -639,174 +594,19 @@ static int load_counts(struct store *st, const char *path, char *err, size_t err
     return 0;
 }
 
-/* ---- checkpointer (see CHECKPOINTER) ------------------------------------------------------- */
-
-static bool ckpt_stopping(struct ckpt *ck)
-{
-    (void) pthread_mutex_lock(&ck->lock);
-    bool stop = ck->stop;
-    (void) pthread_mutex_unlock(&ck->lock);
-    return stop;
-}
-
-/* One wake-up: PASSIVE passes until the rest is the loop's to finish, or no progress. */
-static void ckpt_run(struct ckpt *ck)
-{
-    int prev_done = -1;
-    while (!ckpt_stopping(ck)) {
-        int nlog = 0, ndone = 0;
-        int rc =
-                sqlite3_wal_checkpoint_v2(ck->db, "main", SQLITE_CHECKPOINT_PASSIVE, &nlog, &ndone);
-        if ((rc & 0xff) == SQLITE_BUSY) return; /* the loop's own pass is running */
-        if (rc != SQLITE_OK) {
-            log_error("store: checkpoint: %s", sqlite3_errmsg(ck->db));
-            return;
-        }
-        if (nlog <= 0) return;
-        /* SQLite syncs the database file only after a complete pass; sync what this one copied
-         * now, off the loop, so the loop's final pass has little left to sync. */
-        if (ndone > prev_done && ndone > 0 && ndone < nlog) {
-            rc = ck->file->pMethods->xSync(ck->file, SQLITE_SYNC_NORMAL);
-            if (rc != SQLITE_OK) {
-                log_error("store: checkpoint: sync of the database file: %s", sqlite3_errstr(rc));
-                return;
-            }
-        }
-        /* The loop takes the last step, even with every frame copied: only a checkpoint
-         * between two of its own transactions is sure to see no frame added after it. So it
-         * does when the rest is small, when the WAL is too long, or when this pass made no
-         * progress (the loop's own open read holds frames back; its pass ends that read). */
-        if (nlog - ndone <= STORE_CKPT_TAIL_FRAMES || nlog >= STORE_CKPT_FORCE_FRAMES ||
-            ndone <= prev_done) {
-            /* The loop's pass syncs the WAL first: make that sync find (almost) nothing. */
-            sqlite3_file *wal = NULL;
-            if (sqlite3_file_control(ck->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) ==
-                        SQLITE_OK &&
-                wal && wal->pMethods) {
-                rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
-                if (rc != SQLITE_OK)
-                    log_error("store: checkpoint: sync of the WAL: %s", sqlite3_errstr(rc));
-            }
-            atomic_store(&ck->tail_ready, true);
-            return;
-        }
-        prev_done = ndone;
-    }
-}
-
-static void *ckpt_main(void *arg)
-{
-    struct ckpt *ck = arg;
-    for (;;) {
-        (void) pthread_mutex_lock(&ck->lock);
-        while (!ck->stop && !ck->wake)
-            (void) pthread_cond_wait(&ck->cond, &ck->lock);
-        bool stop = ck->stop;
-        ck->wake = false;
-        (void) pthread_mutex_unlock(&ck->lock);
-        if (stop) break;
-        ckpt_run(ck);
-        atomic_store(&ck->busy, false);
-    }
-    return NULL;
-}
-
-/* After each commit of the loop's connection (it replaces SQLite's autocheckpoint hook). */
-static int wal_hook(void *arg, sqlite3 *db, const char *name, int nframes)
-{
-    struct store *st = arg;
-    struct ckpt *ck = st->ckpt;
-    (void) db;
-    (void) name;
-    st->wal_frames = nframes;
-    if (nframes < STORE_CKPT_START_FRAMES || atomic_load(&ck->tail_ready) || atomic_load(&ck->busy))
-        return SQLITE_OK;
-    atomic_store(&ck->busy, true);
-    (void) pthread_mutex_lock(&ck->lock);
-    ck->wake = true;
-    (void) pthread_cond_signal(&ck->cond);
-    (void) pthread_mutex_unlock(&ck->lock);
-    return SQLITE_OK;
-}
-
-/* Stops and joins the thread, closes its connection. NULL-safe. */
-static void ckpt_free(struct ckpt *ck)
-{
-    if (!ck) return;
-    if (ck->running) {
-        (void) pthread_mutex_lock(&ck->lock);
-        ck->stop = true;
-        (void) pthread_cond_signal(&ck->cond);
-        (void) pthread_mutex_unlock(&ck->lock);
-        int rc = pthread_join(ck->thread, NULL);
-        if (rc != 0) log_error("store: checkpointer: join: %s", strerror(rc));
-    }
-    if (ck->db && sqlite3_close(ck->db) != SQLITE_OK)
-        log_error("store: checkpointer: close: %s", sqlite3_errmsg(ck->db));
-    (void) pthread_cond_destroy(&ck->cond);
-    (void) pthread_mutex_destroy(&ck->lock);
-    free(ck);
-}
-
-/* Opens the checkpointer's connection and starts its thread. Returns 0 or -EIO with err set. */
-static int ckpt_start(struct store *st, const char *path, enum store_durability durability,
-                      char *err, size_t errlen)
-{
-    struct ckpt *ck = xcalloc(1, sizeof(*ck));
-    (void) pthread_mutex_init(&ck->lock, NULL);
-    (void) pthread_cond_init(&ck->cond, NULL);
-    st->ckpt = ck;
-    if (!sqlite3_threadsafe())
-        return set_err(err, errlen, -EIO, "SQLite is built single-threaded (SQLITE_THREADSAFE=0)");
-    const char *op = "open";
-    int rc = sqlite3_open_v2(path, &ck->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc == SQLITE_OK) rc = sqlite3_extended_result_codes(ck->db, 1);
-    if (rc == SQLITE_OK) {
-        op = "pragmas";
-        char sql[128];
-        (void) snprintf(sql, sizeof(sql), "PRAGMA synchronous = %s; PRAGMA wal_autocheckpoint = 0;",
-                        durability == STORE_DURABLE_POWER ? "FULL" : "NORMAL");
-        rc = sqlite3_exec(ck->db, sql, NULL, NULL, NULL);
-    }
-    if (rc == SQLITE_OK) { /* a first read opens the WAL on this connection */
-        op = "read schema";
-        rc = sqlite3_exec(ck->db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL);
-    }
-    if (rc == SQLITE_OK) {
-        op = "file handle";
-        rc = sqlite3_file_control(ck->db, "main", SQLITE_FCNTL_FILE_POINTER, &ck->file);
-        if (rc == SQLITE_OK && (!ck->file || !ck->file->pMethods)) rc = SQLITE_ERROR;
-    }
-    if (rc != SQLITE_OK)
-        return set_err(err, errlen, -EIO, "%s: checkpointer connection: %s: %s", path, op,
-                       ck->db ? sqlite3_errmsg(ck->db) : sqlite3_errstr(rc));
-    /* Signals stay with the main thread (main.c blocks and reads them through a signalfd). */
-    sigset_t all, old;
-    (void) sigfillset(&all);
-    (void) pthread_sigmask(SIG_BLOCK, &all, &old);
-    rc = pthread_create(&ck->thread, NULL, ckpt_main, ck);
-    (void) pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0)
-        return set_err(err, errlen, -EIO, "cannot start the checkpointer thread: %s", strerror(rc));
-    ck->running = true;
-    sqlite3_wal_hook(st->db, wal_hook, st);
-    return 0;
-}
+/* ---- checkpoints (src/checkpoint.c) ------------------------------------------------------- */
 
 void store_maintain(struct store *st)
 {
     if (!st || !st->ckpt || st->in_txn || st->read_open) return;
-    if (!atomic_exchange(&st->ckpt->tail_ready, false)) return;
+    if (!ckpt_tail_ready(st->ckpt)) return;
     release_pending(st); /* its read snapshot would hold the last frames back */
-    int nlog = 0, ndone = 0;
-    int rc = sqlite3_wal_checkpoint_v2(st->db, "main", SQLITE_CHECKPOINT_PASSIVE, &nlog, &ndone);
-    if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
-        log_error("store: checkpoint: %s", sqlite3_errmsg(st->db));
+    ckpt_maintain(st->ckpt);
 }
 
 uint64_t store_wal_frames(const struct store *st)
 {
-    return st->wal_frames > 0 ? (uint64_t) st->wal_frames : 0;
+    return st->ckpt ? ckpt_wal_frames(st->ckpt) : 0;
 }
 
 /* Takes the directory's lock file (see the schema block). Returns 0 or a negative errno. */
@@ -946,7 +746,7 @@ int store_open(struct store **out, enum store_engine engine, const char *dir,
         }
     }
     if (engine == STORE_ENGINE_SQLITE) {
-        rc = ckpt_start(st, path, durability, err, errlen);
+        rc = ckpt_start(&st->ckpt, st->db, path, durability == STORE_DURABLE_POWER, err, errlen);
         if (rc < 0) goto fail;
     }
 
@@ -965,7 +765,7 @@ fail:
 void store_close(struct store *st)
 {
     if (!st) return;
-    ckpt_free(st->ckpt); /* first: the loop's connection closes last, removing WAL and -shm */
+    ckpt_stop(st->ckpt); /* first: the loop's connection closes last, removing WAL and -shm */
     st->ckpt = NULL;
     if (st->db) {
         store_end_read(st);
