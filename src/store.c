@@ -42,36 +42,18 @@
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
 #include "arborkv/walvfs.h"
+#include "store_int.h"
 
 /*
- * SCHEMA AND PRAGMAS
+ * FILE AND PRAGMAS
  *
- * File: <dir>/arborkv.db. Marked as ours by PRAGMA application_id = STORE_APPLICATION_ID ("arkv")
- * and versioned by PRAGMA user_version = STORE_SCHEMA_VERSION; both are set in the transaction
- * that creates the tables. A file with another application_id, or with tables but no marker, is
- * another application's database and is refused; a larger user_version is a newer arborkv and is
- * refused with -ENOTSUP. Later tables (the replication outbox) arrive as migrations[2], … : a new
- * entry, STORE_SCHEMA_VERSION bumped, and open applies the missing steps in one transaction each.
- *
- * records (schema version 1):
- *   key        BLOB PRIMARY KEY   binary key; WITHOUT ROWID, so the table *is* the key b-tree
- *                                 and a lookup is one descent; BLOB affinity and BINARY collation
- *                                 order keys by memcmp, shorter first on a common prefix.
- *   tombstone  INTEGER NOT NULL   1 = delete marker (value NULL), 0 = live.
- *   ts         INTEGER NOT NULL   HLC ns as the int64 bit pattern of the uint64 (exact round trip;
- *                                 SQL-side order is only wrong past 2262, see max_ts_sql).
- *   op_id      BLOB NOT NULL      16 bytes.
- *   value      BLOB               the value, X'' for an empty value, NULL for a tombstone.
- * The columns are declared in this order (value last) on purpose: a WITHOUT ROWID record stores
- * columns in declaration order, so tombstone/ts/op_id sit in the b-tree cell before the value and
- * key-only and LIVE scans, get_rec's metadata and the count at open never walk the overflow
- * pages of large values (100 values of 1 MiB: 21 page reads instead of 25,721 with value
- * declared second).
+ * File: <dir>/arborkv.db. Its tables, and how arborkv recognizes its own file and brings an
+ * older one up to date: SCHEMA in src/store_schema.c.
  *
  * Pragmas (file engine):
- *   locking_mode            EXCLUSIVE while store_open validates the file (check_schema), so a
- *                           refused file gets no -shm file and its WAL is not touched; then the
- *                           connection is reopened with NORMAL locking, which the checkpointer
+ *   locking_mode            EXCLUSIVE while store_open validates the file (store_schema_check), so
+ *                           a refused file gets no -shm file and its WAL is not touched; then
+ *                           the connection is reopened with NORMAL locking, which the checkpointer
  *                           (src/checkpoint.c) needs (EXCLUSIVE admits no second connection). The
  *                           WAL index is then the shared-memory file <db>-shm, removed at
  *                           close. A second arborkv on the same directory is kept off by the
@@ -100,48 +82,10 @@
  * every allocation, ~5% of a GET.
  */
 #define STORE_DB_FILE         "arborkv.db"
-#define STORE_APPLICATION_ID  1634888566 /* 0x61726b76, "arkv" */
-#define STORE_SCHEMA_VERSION  5          /* PRAGMA user_version of a current database */
 #define STORE_BUSY_TIMEOUT_MS 200        /* ms; waiting for another process's lock at open */
 #define STORE_CACHE_KIB       65536      /* KiB of page cache (PRAGMA cache_size = -N) */
 #define STORE_WAL_LIMIT_BYTES (64 * 1024 * 1024) /* WAL file size kept after a checkpoint */
 #define STORE_LOCK_FILE       "arborkv.lock"
-
-static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
-    [1] = "CREATE TABLE records ("
-          " key BLOB PRIMARY KEY NOT NULL,"
-          " tombstone INTEGER NOT NULL,"
-          " ts INTEGER NOT NULL,"
-          " op_id BLOB NOT NULL,"
-          " value BLOB"
-          ") WITHOUT ROWID;",
-    /* The replication outbox (replication.md §3): one row per event message, written in the
-     * transaction of the writes it carries, deleted when the broker acknowledges it.
-     * AUTOINCREMENT: ids are never reused, so a late acknowledgement of a message published
-     * twice cannot delete a newer row. */
-    [2] = "CREATE TABLE outbox ("
-          " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-          " nevents INTEGER NOT NULL,"
-          " payload BLOB NOT NULL"
-          ");",
-    /* The Merkle tree's key hash (merkle.h). Rows of older databases get it in
-     * store_attach_tree. (Version 4 drops the index this created.) */
-    [3] = "ALTER TABLE records ADD COLUMN khash INTEGER NOT NULL DEFAULT 0;"
-          "CREATE INDEX records_khash ON records(khash);",
-    /* The khash index made every new key dirty a second random page (inserts 2.5x slower in
-     * tools/store_bench); anti-entropy lists a bucket's records with a filtered scan instead
-     * (docs/anti-entropy.md). The column stays, kept right by store_attach_tree. */
-    [4] = "DROP INDEX IF EXISTS records_khash;",
-    /* Tombstone purge (docs/anti-entropy.md): a partial index over tombstones only, so finding
-     * the expired ones never scans live rows and writes of live values never touch it; and the
-     * purge horizon (the largest ts of a tombstone ever purged here), which must survive
-     * restarts. */
-    [5] = "CREATE INDEX records_tombstones ON records(ts) WHERE tombstone = 1;"
-          "CREATE TABLE meta ("
-          " name TEXT PRIMARY KEY NOT NULL,"
-          " value INTEGER NOT NULL"
-          ") WITHOUT ROWID;",
-};
 
 /*
  * Live count and largest ts at open, in one pass over the table. ts >= 2^63 is stored negative,
@@ -485,56 +429,27 @@ static int query_ints(struct store *st, const char *sql, int64_t *out, int n, bo
     return rc != SQLITE_OK ? rc : frc;
 }
 
-/* Applies migrations[from+1 .. STORE_SCHEMA_VERSION], each in its own transaction. */
-static int migrate(struct store *st, int from, const char *path, char *err, size_t errlen)
-{
-    for (int v = from + 1; v <= STORE_SCHEMA_VERSION; v++) {
-        char marks[128];
-        (void) snprintf(marks, sizeof(marks),
-                        "PRAGMA application_id = %d; PRAGMA user_version = %d;",
-                        STORE_APPLICATION_ID, v);
-        int rc = exec_sql(st, "BEGIN IMMEDIATE");
-        if (rc == SQLITE_OK) rc = exec_sql(st, migrations[v]);
-        if (rc == SQLITE_OK) rc = exec_sql(st, marks);
-        if (rc == SQLITE_OK) rc = exec_sql(st, "COMMIT");
-        if (rc != SQLITE_OK) {
-            int erc = open_error(st, path, "create schema", rc, err, errlen);
-            if (!sqlite3_get_autocommit(st->db)) (void) exec_sql(st, "ROLLBACK");
-            return erc;
-        }
-    }
-    return 0;
-}
-
-/*
- * Checks the marker of an opened database. Returns its schema version (0 for an empty database,
- * ours to initialize), or a negative errno with err set.
- */
+/* store_schema_check, with a failure of SQLite explained as at every step of opening. */
 static int check_schema(struct store *st, const char *path, char *err, size_t errlen)
 {
-    int64_t v[3]; /* application_id, user_version, schema objects */
-    int rc = query_ints(st,
-                        "SELECT (SELECT application_id FROM pragma_application_id),"
-                        " (SELECT user_version FROM pragma_user_version),"
-                        " (SELECT count(*) FROM sqlite_schema)",
-                        v, 3, NULL);
-    if (rc != SQLITE_OK) return open_error(st, path, "read header", rc, err, errlen);
-    if (v[0] == 0 && v[1] == 0 && v[2] == 0) return 0; /* empty: ours to initialize */
-    if (v[0] != STORE_APPLICATION_ID)
-        return set_err(
-                err, errlen, -EBADMSG,
-                "%s: a SQLite database of another application (no arborkv marker), not touched",
-                path);
-    if (v[1] > STORE_SCHEMA_VERSION)
-        return set_err(err, errlen, -ENOTSUP,
-                       "%s: schema version %lld is newer than this arborkv supports (%d)", path,
-                       (long long) v[1], STORE_SCHEMA_VERSION);
-    if (v[1] < 1)
-        return set_err(err, errlen, -EBADMSG, "%s: arborkv marker without a schema version", path);
-    return (int) v[1];
+    int sqlrc = SQLITE_OK;
+    int version = store_schema_check(st->db, path, &sqlrc, err, errlen);
+    if (version < 0 && sqlrc != SQLITE_OK)
+        return open_error(st, path, "read header", sqlrc, err, errlen);
+    return version;
 }
 
-/* Sets the pragmas of the schema block above. */
+/* store_schema_migrate; a step that failed is explained, then rolled back. */
+static int migrate(struct store *st, int from, const char *path, char *err, size_t errlen)
+{
+    int rc = store_schema_migrate(st->db, from);
+    if (rc == SQLITE_OK) return 0;
+    int erc = open_error(st, path, "create schema", rc, err, errlen);
+    if (!sqlite3_get_autocommit(st->db)) (void) exec_sql(st, "ROLLBACK");
+    return erc;
+}
+
+/* Sets the pragmas listed in FILE AND PRAGMAS. */
 static int set_pragmas(struct store *st, enum store_durability durability, const char *path,
                        char *err, size_t errlen)
 {
@@ -609,7 +524,7 @@ uint64_t store_wal_frames(const struct store *st)
     return st->ckpt ? ckpt_wal_frames(st->ckpt) : 0;
 }
 
-/* Takes the directory's lock file (see the schema block). Returns 0 or a negative errno. */
+/* Takes the directory's lock file (FILE AND PRAGMAS). Returns 0 or a negative errno. */
 static int lock_dir(struct store *st, const char *dir, const char *path, char *err, size_t errlen)
 {
     size_t n = strlen(dir) + sizeof("/" STORE_LOCK_FILE);
@@ -695,7 +610,7 @@ int store_open(struct store **out, enum store_engine engine, const char *dir,
     sqlrc = sqlite3_open_v2(path, &st->db, flags, vfs);
     if (sqlrc == SQLITE_OK) sqlrc = sqlite3_extended_result_codes(st->db, 1);
     if (sqlrc == SQLITE_OK) sqlrc = sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
-    /* Before the first read of the file; see the schema block. */
+    /* Before the first read of the file; see FILE AND PRAGMAS. */
     if (sqlrc == SQLITE_OK && engine == STORE_ENGINE_SQLITE)
         sqlrc = exec_sql(st, "PRAGMA locking_mode = EXCLUSIVE");
     if (sqlrc != SQLITE_OK) {
@@ -718,7 +633,7 @@ int store_open(struct store **out, enum store_engine engine, const char *dir,
     if (rc == 0) rc = load_counts(st, path, err, errlen);
     if (rc < 0) goto fail;
     if (engine == STORE_ENGINE_SQLITE) {
-        /* Validated under EXCLUSIVE locking; reopen with NORMAL locking (schema block). The
+        /* Validated under EXCLUSIVE locking; reopen with NORMAL locking (FILE AND PRAGMAS). The
          * counts stay right: the lock file keeps every other writer away. */
         sqlrc = sqlite3_close(st->db);
         if (sqlrc != SQLITE_OK) {
