@@ -125,8 +125,8 @@ static const struct {
     [STMT_GET_REC] = { "get_rec",
                        "SELECT tombstone, ts, op_id, value FROM records WHERE key = ?1" },
     [STMT_PROBE] = { "put", "SELECT tombstone, ts, op_id, value FROM records WHERE key = ?1" },
-    [STMT_INSERT] = { "put", "INSERT INTO records (key, tombstone, ts, op_id, value, khash)"
-                             " VALUES (?1, ?2, ?3, ?4, ?5, ?6)" },
+    [STMT_INSERT] = { "put", "INSERT INTO records (key, tombstone, ts, op_id, value)"
+                             " VALUES (?1, ?2, ?3, ?4, ?5)" },
     [STMT_UPDATE] = { "put", "UPDATE records SET tombstone = ?2, ts = ?3, op_id = ?4, value = ?5"
                              " WHERE key = ?1" },
     [STMT_SCAN] = { "scan", "SELECT key, tombstone, ts, op_id, value FROM records"
@@ -180,7 +180,7 @@ struct store {
 
 /* One tree change of the open transaction: digest old (if has_old) replaced by new (if has_new). */
 struct undo {
-    uint32_t khash;
+    uint32_t khash; /* merkle_key_hash(key): the leaf of the tree the change is in */
     bool has_old, has_new;
     uint8_t old[MERKLE_DIGEST_LEN];
     uint8_t new_digest[MERKLE_DIGEST_LEN];
@@ -914,8 +914,6 @@ static int put(struct store *st, const struct store_rec *rec, uint64_t *supersed
     if (rc == SQLITE_OK)
         rc = rec->tombstone ? sqlite3_bind_null(s, 5)
                             : bind_bytes(s, 5, rec->value, rec->value_len);
-    if (rc == SQLITE_OK && !existed)
-        rc = sqlite3_bind_int64(s, 6, merkle_key_hash(rec->key, rec->key_len));
     if (rc == SQLITE_OK) rc = sqlite3_step(s);
     if (rc != SQLITE_DONE) goto fail;
     if (finish(st, s, "put") < 0) goto poisoned;
@@ -1235,60 +1233,21 @@ int store_attach_tree(struct store *st, struct merkle *m)
 {
     release_pending(st);
     assert(!st->in_txn && !st->tree);
-    sqlite3_stmt *s = NULL, *fix = NULL;
-    int rc = sqlite3_prepare_v2(
-            st->db, "SELECT key, tombstone, ts, op_id, value, khash FROM records", -1, &s, NULL);
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(st->db, "SELECT key, tombstone, ts, op_id, value FROM records",
+                                -1, &s, NULL);
     if (rc != SQLITE_OK) return sql_fail(st, NULL, "build tree");
-    struct buf stale; /* keys whose stored khash is wrong (older schema, hand edits) */
-    buf_init(&stale);
-    size_t nstale = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         struct store_rec rec;
         rec.key = column_bytes(s, 0, &rec.key_len);
         fill_rec(s, 1, true, &rec);
-        uint32_t h = merkle_key_hash(rec.key, rec.key_len);
-        if ((uint64_t) sqlite3_column_int64(s, 5) != h) {
-            uint64_t n = rec.key_len;
-            buf_append(&stale, &n, sizeof(n));
-            buf_append(&stale, rec.key, rec.key_len);
-            nstale++;
-        }
         uint8_t d[MERKLE_DIGEST_LEN];
         merkle_record_digest(&rec, d);
-        merkle_apply(m, h, NULL, d);
+        merkle_apply(m, merkle_key_hash(rec.key, rec.key_len), NULL, d);
     }
+    /* finalize reports the step's error again, which rc already holds. */
     (void) sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) {
-        buf_clear(&stale);
-        return sql_fail(st, NULL, "build tree");
-    }
-    rc = SQLITE_OK;
-    if (nstale) {
-        rc = exec_sql(st, "BEGIN IMMEDIATE");
-        if (rc == SQLITE_OK)
-            rc = sqlite3_prepare_v2(st->db, "UPDATE records SET khash = ?1 WHERE key = ?2", -1,
-                                    &fix, NULL);
-        for (size_t pos = 0; rc == SQLITE_OK && pos < stale.len;) {
-            uint64_t n;
-            memcpy(&n, stale.data + pos, sizeof(n));
-            const uint8_t *k = stale.data + pos + sizeof(n);
-            pos += sizeof(n) + n;
-            rc = sqlite3_bind_int64(fix, 1, merkle_key_hash(k, n));
-            if (rc == SQLITE_OK) rc = bind_bytes(fix, 2, k, n);
-            if (rc == SQLITE_OK) rc = sqlite3_step(fix) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-            (void) sqlite3_reset(fix);
-        }
-        if (rc == SQLITE_OK) rc = exec_sql(st, "COMMIT");
-        if (rc != SQLITE_OK) {
-            log_error("store: indexing key hashes: %s", sqlite3_errmsg(st->db));
-            if (!sqlite3_get_autocommit(st->db)) (void) exec_sql(st, "ROLLBACK");
-        } else {
-            log_info("store: indexed the key hash of %zu records", nstale);
-        }
-        (void) sqlite3_finalize(fix);
-    }
-    buf_clear(&stale);
-    if (rc != SQLITE_OK) return -EIO;
+    if (rc != SQLITE_DONE) return sql_fail(st, NULL, "build tree");
     st->tree = m;
     return 0;
 }
