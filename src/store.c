@@ -3,6 +3,7 @@
  * store: the records table in SQLite (replication.md §1); see include/arborkv/store.h.
  *
  * One connection, owned by the event-loop thread (THREADING: single-threaded, SQLITE_OPEN_NOMUTEX).
+ * (The WAL checkpointer, src/checkpoint.c, has a second one on a thread of its own.)
  * Every statement is prepared once in store_open() and finalized in store_close(). After use a
  * statement is sqlite3_reset() and sqlite3_clear_bindings(); the one exception is the statement
  * whose column memory was handed out as [borrow] pointers (store_get, store_get_rec): it stays
@@ -25,10 +26,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,50 +37,35 @@
 #include <sqlite3.h>
 
 #include "arborkv/buf.h"
+#include "arborkv/checkpoint.h"
 #include "arborkv/log.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
 #include "arborkv/walvfs.h"
+#include "store_int.h"
 
 /*
- * SCHEMA AND PRAGMAS
+ * FILE AND PRAGMAS
  *
- * File: <dir>/arborkv.db. Marked as ours by PRAGMA application_id = STORE_APPLICATION_ID ("arkv")
- * and versioned by PRAGMA user_version = STORE_SCHEMA_VERSION; both are set in the transaction
- * that creates the tables. A file with another application_id, or with tables but no marker, is
- * another application's database and is refused; a larger user_version is a newer arborkv and is
- * refused with -ENOTSUP. Later tables (the replication outbox) arrive as migrations[2], … : a new
- * entry, STORE_SCHEMA_VERSION bumped, and open applies the missing steps in one transaction each.
- *
- * records (schema version 1):
- *   key        BLOB PRIMARY KEY   binary key; WITHOUT ROWID, so the table *is* the key b-tree
- *                                 and a lookup is one descent; BLOB affinity and BINARY collation
- *                                 order keys by memcmp, shorter first on a common prefix.
- *   tombstone  INTEGER NOT NULL   1 = delete marker (value NULL), 0 = live.
- *   ts         INTEGER NOT NULL   HLC ns as the int64 bit pattern of the uint64 (exact round trip;
- *                                 SQL-side order is only wrong past 2262, see max_ts_sql).
- *   op_id      BLOB NOT NULL      16 bytes.
- *   value      BLOB               the value, X'' for an empty value, NULL for a tombstone.
- * The columns are declared in this order (value last) on purpose: a WITHOUT ROWID record stores
- * columns in declaration order, so tombstone/ts/op_id sit in the b-tree cell before the value and
- * key-only and LIVE scans, get_rec's metadata and the count at open never walk the overflow
- * pages of large values (100 values of 1 MiB: 21 page reads instead of 25,721 with value
- * declared second).
+ * File: <dir>/arborkv.db. Its tables, and how arborkv recognizes its own file and brings an
+ * older one up to date: SCHEMA in src/store_schema.c.
  *
  * Pragmas (file engine):
- *   locking_mode            EXCLUSIVE while store_open validates the file (check_schema), so a
- *                           refused file gets no -shm file and its WAL is not touched; then the
- *                           connection is reopened with NORMAL locking, which the checkpointer
- *                           below needs (EXCLUSIVE admits no second connection). The WAL index
- *                           is then the shared-memory file <db>-shm, removed at close. A second
- *                           arborkv on the same directory is kept off by the lock file
- *                           (STORE_LOCK_FILE, flock, held from open to close), not by SQLite.
+ *   locking_mode            EXCLUSIVE while store_open validates the file (store_schema_check), so
+ *                           a refused file gets no -shm file and its WAL is not touched; then
+ *                           the connection is reopened with NORMAL locking, which the checkpointer
+ *                           (src/checkpoint.c) needs (EXCLUSIVE admits no second connection). The
+ *                           WAL index is then the shared-memory file <db>-shm, removed at
+ *                           close. A second arborkv on the same directory is kept off by the
+ *                           lock file (STORE_LOCK_FILE, flock, held from open to close), not by
+ *                           SQLite.
  *   journal_mode=WAL        a commit appends the changed pages to the WAL; no rollback journal.
  *   synchronous=NORMAL|FULL STORE_DURABLE_PROCESS: a commit survives kill -9 (the WAL is
  *                           written at commit, fsynced at checkpoint); STORE_DURABLE_POWER:
  *                           fsync at every commit, survives power loss. The checkpointer's
  *                           connection has the same setting, so checkpoints sync as before.
- *   wal_autocheckpoint=0    no checkpoint inside the loop's commits: see CHECKPOINTER.
+ *   wal_autocheckpoint=0    no checkpoint inside the loop's commits: see CHECKPOINTER in
+ *                           src/checkpoint.c.
  *   journal_size_limit      the WAL file is cut back to this size when it restarts, so one
  *                           huge transaction (or a long burst) does not leave a huge file behind.
  *   cache_size=-65536       64 MiB page cache, so the hot part of the key b-tree stays in memory.
@@ -98,81 +81,11 @@
  * are switched off before its first use (SQLITE_CONFIG_MEMSTATUS): they take a global mutex on
  * every allocation, ~5% of a GET.
  */
-#define STORE_DB_FILE           "arborkv.db"
-#define STORE_APPLICATION_ID    1634888566 /* 0x61726b76, "arkv" */
-#define STORE_SCHEMA_VERSION    5          /* PRAGMA user_version of a current database */
-#define STORE_BUSY_TIMEOUT_MS   200        /* ms; waiting for another process's lock at open */
-#define STORE_CACHE_KIB         65536      /* KiB of page cache (PRAGMA cache_size = -N) */
-#define STORE_WAL_LIMIT_BYTES   (64 * 1024 * 1024) /* WAL file size kept after a checkpoint */
-#define STORE_LOCK_FILE         "arborkv.lock"
-#define STORE_CKPT_START_FRAMES 16384 /* WAL frames (4 KiB pages, 64 MiB) that wake it */
-#define STORE_CKPT_TAIL_FRAMES  512   /* at most this many left: the loop finishes the job */
-#define STORE_CKPT_FORCE_FRAMES 65536 /* WAL frames (256 MiB): the loop finishes anyway */
-
-/*
- * CHECKPOINTER
- *
- * A WAL checkpoint copies the WAL's pages into the database file and fsyncs both; on the loop's
- * connection (SQLite's autocheckpoint) it stalled the event loop 80-290 ms every few seconds
- * under load (docs/benchmarks.md). So the loop's connection has autocheckpoint off and a
- * checkpointer thread with its own connection does the work:
- *
- *  1. The loop's commit calls wal_hook() with the WAL's length in frames (pages); past
- *     STORE_CKPT_START_FRAMES it wakes the thread (mutex + condvar, no I/O on the loop).
- *  2. The thread runs PASSIVE checkpoints (they never block the loop: no busy handler, no write
- *     lock) until at most STORE_CKPT_TAIL_FRAMES remain un-copied. A pass that leaves frames
- *     behind does not fsync the database file in SQLite (only the WAL, before copying), so the
- *     thread fsyncs it itself (xSync on its own file handle), and before handing over it syncs
- *     the WAL again: the loop's final pass then finds almost nothing to sync.
- *  3. A PASSIVE checkpoint cannot restart the WAL while the loop keeps appending to it: SQLite
- *     starts the WAL over only when a write transaction begins with every frame copied. So the
- *     thread leaves the last step to the loop (ckpt.tail_ready): store_maintain(), which the
- *     loop calls when a turn's replies are out, runs a PASSIVE checkpoint on the loop's
- *     connection, and the next write restarts the WAL. That pass copies and syncs the last few
- *     frames: 1-3 ms in tools/repl_bench instead of the 80-290 ms of a whole checkpoint.
- *  4. If writes outrun the thread (STORE_CKPT_FORCE_FRAMES in the WAL), it hands over anyway,
- *     bounding the WAL file (~256 MiB) at the cost of a longer pause on the loop.
- * Durability is unchanged: commits sync (or not) exactly as before, and checkpoints sync the
- * WAL before copying and the database before the WAL can restart, as SQLite's own do.
- * THREADING: ckpt.lock guards stop/wake; busy and tail_ready are atomics; the thread touches
- * only its own connection (SQLite in multi-thread mode: one connection per thread).
- */
-
-static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
-    [1] = "CREATE TABLE records ("
-          " key BLOB PRIMARY KEY NOT NULL,"
-          " tombstone INTEGER NOT NULL,"
-          " ts INTEGER NOT NULL,"
-          " op_id BLOB NOT NULL,"
-          " value BLOB"
-          ") WITHOUT ROWID;",
-    /* The replication outbox (replication.md §3): one row per event message, written in the
-     * transaction of the writes it carries, deleted when the broker acknowledges it.
-     * AUTOINCREMENT: ids are never reused, so a late acknowledgement of a message published
-     * twice cannot delete a newer row. */
-    [2] = "CREATE TABLE outbox ("
-          " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-          " nevents INTEGER NOT NULL,"
-          " payload BLOB NOT NULL"
-          ");",
-    /* The Merkle tree's key hash (merkle.h). Rows of older databases get it in
-     * store_attach_tree. (Version 4 drops the index this created.) */
-    [3] = "ALTER TABLE records ADD COLUMN khash INTEGER NOT NULL DEFAULT 0;"
-          "CREATE INDEX records_khash ON records(khash);",
-    /* The khash index made every new key dirty a second random page (inserts 2.5x slower in
-     * tools/store_bench); anti-entropy lists a bucket's records with a filtered scan instead
-     * (docs/anti-entropy.md). The column stays, kept right by store_attach_tree. */
-    [4] = "DROP INDEX IF EXISTS records_khash;",
-    /* Tombstone purge (docs/anti-entropy.md): a partial index over tombstones only, so finding
-     * the expired ones never scans live rows and writes of live values never touch it; and the
-     * purge horizon (the largest ts of a tombstone ever purged here), which must survive
-     * restarts. */
-    [5] = "CREATE INDEX records_tombstones ON records(ts) WHERE tombstone = 1;"
-          "CREATE TABLE meta ("
-          " name TEXT PRIMARY KEY NOT NULL,"
-          " value INTEGER NOT NULL"
-          ") WITHOUT ROWID;",
-};
+#define STORE_DB_FILE         "arborkv.db"
+#define STORE_BUSY_TIMEOUT_MS 200        /* ms; waiting for another process's lock at open */
+#define STORE_CACHE_KIB       65536      /* KiB of page cache (PRAGMA cache_size = -N) */
+#define STORE_WAL_LIMIT_BYTES (64 * 1024 * 1024) /* WAL file size kept after a checkpoint */
+#define STORE_LOCK_FILE       "arborkv.lock"
 
 /*
  * Live count and largest ts at open, in one pass over the table. ts >= 2^63 is stored negative,
@@ -212,8 +125,8 @@ static const struct {
     [STMT_GET_REC] = { "get_rec",
                        "SELECT tombstone, ts, op_id, value FROM records WHERE key = ?1" },
     [STMT_PROBE] = { "put", "SELECT tombstone, ts, op_id, value FROM records WHERE key = ?1" },
-    [STMT_INSERT] = { "put", "INSERT INTO records (key, tombstone, ts, op_id, value, khash)"
-                             " VALUES (?1, ?2, ?3, ?4, ?5, ?6)" },
+    [STMT_INSERT] = { "put", "INSERT INTO records (key, tombstone, ts, op_id, value)"
+                             " VALUES (?1, ?2, ?3, ?4, ?5)" },
     [STMT_UPDATE] = { "put", "UPDATE records SET tombstone = ?2, ts = ?3, op_id = ?4, value = ?5"
                              " WHERE key = ?1" },
     [STMT_SCAN] = { "scan", "SELECT key, tombstone, ts, op_id, value FROM records"
@@ -240,24 +153,10 @@ static const struct {
     [STMT_ROLLBACK] = { "rollback", "ROLLBACK" },
 };
 
-/* The checkpointer thread (see CHECKPOINTER). */
-struct ckpt {
-    sqlite3 *db;        /* its connection (same file, same synchronous setting) */
-    sqlite3_file *file; /* [borrow] db's handle on the database file, for xSync */
-    pthread_t thread;
-    bool running;         /* thread started, not joined */
-    pthread_mutex_t lock; /* guards stop and wake */
-    pthread_cond_t cond;  /* signalled when stop or wake is set */
-    bool stop, wake;
-    atomic_bool busy;       /* woken and not idle yet */
-    atomic_bool tail_ready; /* the last pass left a small tail: store_maintain finishes */
-};
-
 struct store {
     sqlite3 *db;                    /* the connection; NULL only while half-built */
     int lock_fd;                    /* STORE_LOCK_FILE, flock'ed; -1 for the memory engine */
-    int wal_frames;                 /* frames in the WAL after the last commit (wal_hook) */
-    struct ckpt *ckpt;              /* the checkpointer, NULL for the memory engine */
+    struct ckpt *ckpt;              /* the checkpointer (checkpoint.h), NULL for memory */
     sqlite3_stmt *stmt[STMT_COUNT]; /* prepared in store_open, finalized in store_close */
     sqlite3_stmt *pending;          /* un-reset statement backing [borrow] pointers, or NULL */
     enum store_engine engine;       /* STORE_ENGINE_SQLITE or STORE_ENGINE_MEMORY */
@@ -281,7 +180,7 @@ struct store {
 
 /* One tree change of the open transaction: digest old (if has_old) replaced by new (if has_new). */
 struct undo {
-    uint32_t khash;
+    uint32_t khash; /* merkle_key_hash(key): the leaf of the tree the change is in */
     bool has_old, has_new;
     uint8_t old[MERKLE_DIGEST_LEN];
     uint8_t new_digest[MERKLE_DIGEST_LEN];
@@ -530,56 +429,27 @@ static int query_ints(struct store *st, const char *sql, int64_t *out, int n, bo
     return rc != SQLITE_OK ? rc : frc;
 }
 
-/* Applies migrations[from+1 .. STORE_SCHEMA_VERSION], each in its own transaction. */
-static int migrate(struct store *st, int from, const char *path, char *err, size_t errlen)
-{
-    for (int v = from + 1; v <= STORE_SCHEMA_VERSION; v++) {
-        char marks[128];
-        (void) snprintf(marks, sizeof(marks),
-                        "PRAGMA application_id = %d; PRAGMA user_version = %d;",
-                        STORE_APPLICATION_ID, v);
-        int rc = exec_sql(st, "BEGIN IMMEDIATE");
-        if (rc == SQLITE_OK) rc = exec_sql(st, migrations[v]);
-        if (rc == SQLITE_OK) rc = exec_sql(st, marks);
-        if (rc == SQLITE_OK) rc = exec_sql(st, "COMMIT");
-        if (rc != SQLITE_OK) {
-            int erc = open_error(st, path, "create schema", rc, err, errlen);
-            if (!sqlite3_get_autocommit(st->db)) (void) exec_sql(st, "ROLLBACK");
-            return erc;
-        }
-    }
-    return 0;
-}
-
-/*
- * Checks the marker of an opened database. Returns its schema version (0 for an empty database,
- * ours to initialize), or a negative errno with err set.
- */
+/* store_schema_check, with a failure of SQLite explained as at every step of opening. */
 static int check_schema(struct store *st, const char *path, char *err, size_t errlen)
 {
-    int64_t v[3]; /* application_id, user_version, schema objects */
-    int rc = query_ints(st,
-                        "SELECT (SELECT application_id FROM pragma_application_id),"
-                        " (SELECT user_version FROM pragma_user_version),"
-                        " (SELECT count(*) FROM sqlite_schema)",
-                        v, 3, NULL);
-    if (rc != SQLITE_OK) return open_error(st, path, "read header", rc, err, errlen);
-    if (v[0] == 0 && v[1] == 0 && v[2] == 0) return 0; /* empty: ours to initialize */
-    if (v[0] != STORE_APPLICATION_ID)
-        return set_err(
-                err, errlen, -EBADMSG,
-                "%s: a SQLite database of another application (no arborkv marker), not touched",
-                path);
-    if (v[1] > STORE_SCHEMA_VERSION)
-        return set_err(err, errlen, -ENOTSUP,
-                       "%s: schema version %lld is newer than this arborkv supports (%d)", path,
-                       (long long) v[1], STORE_SCHEMA_VERSION);
-    if (v[1] < 1)
-        return set_err(err, errlen, -EBADMSG, "%s: arborkv marker without a schema version", path);
-    return (int) v[1];
+    int sqlrc = SQLITE_OK;
+    int version = store_schema_check(st->db, path, &sqlrc, err, errlen);
+    if (version < 0 && sqlrc != SQLITE_OK)
+        return open_error(st, path, "read header", sqlrc, err, errlen);
+    return version;
 }
 
-/* Sets the pragmas of the schema block above. */
+/* store_schema_migrate; a step that failed is explained, then rolled back. */
+static int migrate(struct store *st, int from, const char *path, char *err, size_t errlen)
+{
+    int rc = store_schema_migrate(st->db, from);
+    if (rc == SQLITE_OK) return 0;
+    int erc = open_error(st, path, "create schema", rc, err, errlen);
+    if (!sqlite3_get_autocommit(st->db)) (void) exec_sql(st, "ROLLBACK");
+    return erc;
+}
+
+/* Sets the pragmas listed in FILE AND PRAGMAS. */
 static int set_pragmas(struct store *st, enum store_durability durability, const char *path,
                        char *err, size_t errlen)
 {
@@ -639,177 +509,22 @@ static int load_counts(struct store *st, const char *path, char *err, size_t err
     return 0;
 }
 
-/* ---- checkpointer (see CHECKPOINTER) ------------------------------------------------------- */
-
-static bool ckpt_stopping(struct ckpt *ck)
-{
-    (void) pthread_mutex_lock(&ck->lock);
-    bool stop = ck->stop;
-    (void) pthread_mutex_unlock(&ck->lock);
-    return stop;
-}
-
-/* One wake-up: PASSIVE passes until the rest is the loop's to finish, or no progress. */
-static void ckpt_run(struct ckpt *ck)
-{
-    int prev_done = -1;
-    while (!ckpt_stopping(ck)) {
-        int nlog = 0, ndone = 0;
-        int rc =
-                sqlite3_wal_checkpoint_v2(ck->db, "main", SQLITE_CHECKPOINT_PASSIVE, &nlog, &ndone);
-        if ((rc & 0xff) == SQLITE_BUSY) return; /* the loop's own pass is running */
-        if (rc != SQLITE_OK) {
-            log_error("store: checkpoint: %s", sqlite3_errmsg(ck->db));
-            return;
-        }
-        if (nlog <= 0) return;
-        /* SQLite syncs the database file only after a complete pass; sync what this one copied
-         * now, off the loop, so the loop's final pass has little left to sync. */
-        if (ndone > prev_done && ndone > 0 && ndone < nlog) {
-            rc = ck->file->pMethods->xSync(ck->file, SQLITE_SYNC_NORMAL);
-            if (rc != SQLITE_OK) {
-                log_error("store: checkpoint: sync of the database file: %s", sqlite3_errstr(rc));
-                return;
-            }
-        }
-        /* The loop takes the last step, even with every frame copied: only a checkpoint
-         * between two of its own transactions is sure to see no frame added after it. So it
-         * does when the rest is small, when the WAL is too long, or when this pass made no
-         * progress (the loop's own open read holds frames back; its pass ends that read). */
-        if (nlog - ndone <= STORE_CKPT_TAIL_FRAMES || nlog >= STORE_CKPT_FORCE_FRAMES ||
-            ndone <= prev_done) {
-            /* The loop's pass syncs the WAL first: make that sync find (almost) nothing. */
-            sqlite3_file *wal = NULL;
-            if (sqlite3_file_control(ck->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) ==
-                        SQLITE_OK &&
-                wal && wal->pMethods) {
-                rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
-                if (rc != SQLITE_OK)
-                    log_error("store: checkpoint: sync of the WAL: %s", sqlite3_errstr(rc));
-            }
-            atomic_store(&ck->tail_ready, true);
-            return;
-        }
-        prev_done = ndone;
-    }
-}
-
-static void *ckpt_main(void *arg)
-{
-    struct ckpt *ck = arg;
-    for (;;) {
-        (void) pthread_mutex_lock(&ck->lock);
-        while (!ck->stop && !ck->wake)
-            (void) pthread_cond_wait(&ck->cond, &ck->lock);
-        bool stop = ck->stop;
-        ck->wake = false;
-        (void) pthread_mutex_unlock(&ck->lock);
-        if (stop) break;
-        ckpt_run(ck);
-        atomic_store(&ck->busy, false);
-    }
-    return NULL;
-}
-
-/* After each commit of the loop's connection (it replaces SQLite's autocheckpoint hook). */
-static int wal_hook(void *arg, sqlite3 *db, const char *name, int nframes)
-{
-    struct store *st = arg;
-    struct ckpt *ck = st->ckpt;
-    (void) db;
-    (void) name;
-    st->wal_frames = nframes;
-    if (nframes < STORE_CKPT_START_FRAMES || atomic_load(&ck->tail_ready) || atomic_load(&ck->busy))
-        return SQLITE_OK;
-    atomic_store(&ck->busy, true);
-    (void) pthread_mutex_lock(&ck->lock);
-    ck->wake = true;
-    (void) pthread_cond_signal(&ck->cond);
-    (void) pthread_mutex_unlock(&ck->lock);
-    return SQLITE_OK;
-}
-
-/* Stops and joins the thread, closes its connection. NULL-safe. */
-static void ckpt_free(struct ckpt *ck)
-{
-    if (!ck) return;
-    if (ck->running) {
-        (void) pthread_mutex_lock(&ck->lock);
-        ck->stop = true;
-        (void) pthread_cond_signal(&ck->cond);
-        (void) pthread_mutex_unlock(&ck->lock);
-        int rc = pthread_join(ck->thread, NULL);
-        if (rc != 0) log_error("store: checkpointer: join: %s", strerror(rc));
-    }
-    if (ck->db && sqlite3_close(ck->db) != SQLITE_OK)
-        log_error("store: checkpointer: close: %s", sqlite3_errmsg(ck->db));
-    (void) pthread_cond_destroy(&ck->cond);
-    (void) pthread_mutex_destroy(&ck->lock);
-    free(ck);
-}
-
-/* Opens the checkpointer's connection and starts its thread. Returns 0 or -EIO with err set. */
-static int ckpt_start(struct store *st, const char *path, enum store_durability durability,
-                      char *err, size_t errlen)
-{
-    struct ckpt *ck = xcalloc(1, sizeof(*ck));
-    (void) pthread_mutex_init(&ck->lock, NULL);
-    (void) pthread_cond_init(&ck->cond, NULL);
-    st->ckpt = ck;
-    if (!sqlite3_threadsafe())
-        return set_err(err, errlen, -EIO, "SQLite is built single-threaded (SQLITE_THREADSAFE=0)");
-    const char *op = "open";
-    int rc = sqlite3_open_v2(path, &ck->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc == SQLITE_OK) rc = sqlite3_extended_result_codes(ck->db, 1);
-    if (rc == SQLITE_OK) {
-        op = "pragmas";
-        char sql[128];
-        (void) snprintf(sql, sizeof(sql), "PRAGMA synchronous = %s; PRAGMA wal_autocheckpoint = 0;",
-                        durability == STORE_DURABLE_POWER ? "FULL" : "NORMAL");
-        rc = sqlite3_exec(ck->db, sql, NULL, NULL, NULL);
-    }
-    if (rc == SQLITE_OK) { /* a first read opens the WAL on this connection */
-        op = "read schema";
-        rc = sqlite3_exec(ck->db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL);
-    }
-    if (rc == SQLITE_OK) {
-        op = "file handle";
-        rc = sqlite3_file_control(ck->db, "main", SQLITE_FCNTL_FILE_POINTER, &ck->file);
-        if (rc == SQLITE_OK && (!ck->file || !ck->file->pMethods)) rc = SQLITE_ERROR;
-    }
-    if (rc != SQLITE_OK)
-        return set_err(err, errlen, -EIO, "%s: checkpointer connection: %s: %s", path, op,
-                       ck->db ? sqlite3_errmsg(ck->db) : sqlite3_errstr(rc));
-    /* Signals stay with the main thread (main.c blocks and reads them through a signalfd). */
-    sigset_t all, old;
-    (void) sigfillset(&all);
-    (void) pthread_sigmask(SIG_BLOCK, &all, &old);
-    rc = pthread_create(&ck->thread, NULL, ckpt_main, ck);
-    (void) pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0)
-        return set_err(err, errlen, -EIO, "cannot start the checkpointer thread: %s", strerror(rc));
-    ck->running = true;
-    sqlite3_wal_hook(st->db, wal_hook, st);
-    return 0;
-}
+/* ---- checkpoints (src/checkpoint.c) ------------------------------------------------------- */
 
 void store_maintain(struct store *st)
 {
     if (!st || !st->ckpt || st->in_txn || st->read_open) return;
-    if (!atomic_exchange(&st->ckpt->tail_ready, false)) return;
+    if (!ckpt_tail_ready(st->ckpt)) return;
     release_pending(st); /* its read snapshot would hold the last frames back */
-    int nlog = 0, ndone = 0;
-    int rc = sqlite3_wal_checkpoint_v2(st->db, "main", SQLITE_CHECKPOINT_PASSIVE, &nlog, &ndone);
-    if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
-        log_error("store: checkpoint: %s", sqlite3_errmsg(st->db));
+    ckpt_maintain(st->ckpt);
 }
 
 uint64_t store_wal_frames(const struct store *st)
 {
-    return st->wal_frames > 0 ? (uint64_t) st->wal_frames : 0;
+    return st->ckpt ? ckpt_wal_frames(st->ckpt) : 0;
 }
 
-/* Takes the directory's lock file (see the schema block). Returns 0 or a negative errno. */
+/* Takes the directory's lock file (FILE AND PRAGMAS). Returns 0 or a negative errno. */
 static int lock_dir(struct store *st, const char *dir, const char *path, char *err, size_t errlen)
 {
     size_t n = strlen(dir) + sizeof("/" STORE_LOCK_FILE);
@@ -895,7 +610,7 @@ int store_open(struct store **out, enum store_engine engine, const char *dir,
     sqlrc = sqlite3_open_v2(path, &st->db, flags, vfs);
     if (sqlrc == SQLITE_OK) sqlrc = sqlite3_extended_result_codes(st->db, 1);
     if (sqlrc == SQLITE_OK) sqlrc = sqlite3_busy_timeout(st->db, STORE_BUSY_TIMEOUT_MS);
-    /* Before the first read of the file; see the schema block. */
+    /* Before the first read of the file; see FILE AND PRAGMAS. */
     if (sqlrc == SQLITE_OK && engine == STORE_ENGINE_SQLITE)
         sqlrc = exec_sql(st, "PRAGMA locking_mode = EXCLUSIVE");
     if (sqlrc != SQLITE_OK) {
@@ -918,7 +633,7 @@ int store_open(struct store **out, enum store_engine engine, const char *dir,
     if (rc == 0) rc = load_counts(st, path, err, errlen);
     if (rc < 0) goto fail;
     if (engine == STORE_ENGINE_SQLITE) {
-        /* Validated under EXCLUSIVE locking; reopen with NORMAL locking (schema block). The
+        /* Validated under EXCLUSIVE locking; reopen with NORMAL locking (FILE AND PRAGMAS). The
          * counts stay right: the lock file keeps every other writer away. */
         sqlrc = sqlite3_close(st->db);
         if (sqlrc != SQLITE_OK) {
@@ -946,7 +661,7 @@ int store_open(struct store **out, enum store_engine engine, const char *dir,
         }
     }
     if (engine == STORE_ENGINE_SQLITE) {
-        rc = ckpt_start(st, path, durability, err, errlen);
+        rc = ckpt_start(&st->ckpt, st->db, path, durability == STORE_DURABLE_POWER, err, errlen);
         if (rc < 0) goto fail;
     }
 
@@ -965,7 +680,7 @@ fail:
 void store_close(struct store *st)
 {
     if (!st) return;
-    ckpt_free(st->ckpt); /* first: the loop's connection closes last, removing WAL and -shm */
+    ckpt_stop(st->ckpt); /* first: the loop's connection closes last, removing WAL and -shm */
     st->ckpt = NULL;
     if (st->db) {
         store_end_read(st);
@@ -1199,8 +914,6 @@ static int put(struct store *st, const struct store_rec *rec, uint64_t *supersed
     if (rc == SQLITE_OK)
         rc = rec->tombstone ? sqlite3_bind_null(s, 5)
                             : bind_bytes(s, 5, rec->value, rec->value_len);
-    if (rc == SQLITE_OK && !existed)
-        rc = sqlite3_bind_int64(s, 6, merkle_key_hash(rec->key, rec->key_len));
     if (rc == SQLITE_OK) rc = sqlite3_step(s);
     if (rc != SQLITE_DONE) goto fail;
     if (finish(st, s, "put") < 0) goto poisoned;
@@ -1520,60 +1233,21 @@ int store_attach_tree(struct store *st, struct merkle *m)
 {
     release_pending(st);
     assert(!st->in_txn && !st->tree);
-    sqlite3_stmt *s = NULL, *fix = NULL;
-    int rc = sqlite3_prepare_v2(
-            st->db, "SELECT key, tombstone, ts, op_id, value, khash FROM records", -1, &s, NULL);
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(st->db, "SELECT key, tombstone, ts, op_id, value FROM records",
+                                -1, &s, NULL);
     if (rc != SQLITE_OK) return sql_fail(st, NULL, "build tree");
-    struct buf stale; /* keys whose stored khash is wrong (older schema, hand edits) */
-    buf_init(&stale);
-    size_t nstale = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         struct store_rec rec;
         rec.key = column_bytes(s, 0, &rec.key_len);
         fill_rec(s, 1, true, &rec);
-        uint32_t h = merkle_key_hash(rec.key, rec.key_len);
-        if ((uint64_t) sqlite3_column_int64(s, 5) != h) {
-            uint64_t n = rec.key_len;
-            buf_append(&stale, &n, sizeof(n));
-            buf_append(&stale, rec.key, rec.key_len);
-            nstale++;
-        }
         uint8_t d[MERKLE_DIGEST_LEN];
         merkle_record_digest(&rec, d);
-        merkle_apply(m, h, NULL, d);
+        merkle_apply(m, merkle_key_hash(rec.key, rec.key_len), NULL, d);
     }
+    /* finalize reports the step's error again, which rc already holds. */
     (void) sqlite3_finalize(s);
-    if (rc != SQLITE_DONE) {
-        buf_clear(&stale);
-        return sql_fail(st, NULL, "build tree");
-    }
-    rc = SQLITE_OK;
-    if (nstale) {
-        rc = exec_sql(st, "BEGIN IMMEDIATE");
-        if (rc == SQLITE_OK)
-            rc = sqlite3_prepare_v2(st->db, "UPDATE records SET khash = ?1 WHERE key = ?2", -1,
-                                    &fix, NULL);
-        for (size_t pos = 0; rc == SQLITE_OK && pos < stale.len;) {
-            uint64_t n;
-            memcpy(&n, stale.data + pos, sizeof(n));
-            const uint8_t *k = stale.data + pos + sizeof(n);
-            pos += sizeof(n) + n;
-            rc = sqlite3_bind_int64(fix, 1, merkle_key_hash(k, n));
-            if (rc == SQLITE_OK) rc = bind_bytes(fix, 2, k, n);
-            if (rc == SQLITE_OK) rc = sqlite3_step(fix) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
-            (void) sqlite3_reset(fix);
-        }
-        if (rc == SQLITE_OK) rc = exec_sql(st, "COMMIT");
-        if (rc != SQLITE_OK) {
-            log_error("store: indexing key hashes: %s", sqlite3_errmsg(st->db));
-            if (!sqlite3_get_autocommit(st->db)) (void) exec_sql(st, "ROLLBACK");
-        } else {
-            log_info("store: indexed the key hash of %zu records", nstale);
-        }
-        (void) sqlite3_finalize(fix);
-    }
-    buf_clear(&stale);
-    if (rc != SQLITE_OK) return -EIO;
+    if (rc != SQLITE_DONE) return sql_fail(st, NULL, "build tree");
     st->tree = m;
     return 0;
 }

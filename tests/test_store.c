@@ -148,6 +148,51 @@ static void exec_raw(const char *path, const char *sql)
     ASSERT_EQ(sqlite3_close(db), SQLITE_OK);
 }
 
+/* The first column of the first row of sql on the database at path, as text: **new** (free()). */
+static char *query_raw(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *s = NULL;
+    ASSERT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    int rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+    if (rc != SQLITE_OK) fprintf(stderr, "prepare: %s\n", sqlite3_errmsg(db));
+    ASSERT_EQ(rc, SQLITE_OK);
+    ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
+    const char *t = (const char *) sqlite3_column_text(s, 0);
+    char *out = strdup(t ? t : "");
+    ASSERT(out != NULL);
+    ASSERT_EQ(sqlite3_finalize(s), SQLITE_OK);
+    ASSERT_EQ(sqlite3_close(db), SQLITE_OK);
+    return out;
+}
+
+static int64_t query_raw_int(const char *path, const char *sql)
+{
+    char *t = query_raw(path, sql);
+    int64_t v = strtoll(t, NULL, 10);
+    free(t);
+    return v;
+}
+
+/*
+ * The schema of the database at path in one line, comparable across databases whose CREATE
+ * statements were edited by ALTER TABLE: every object by name, a table as its columns (name,
+ * type, NOT NULL, PK) and whether it is WITHOUT ROWID, an index as its SQL. **new** (free()).
+ */
+static char *schema_of(const char *path)
+{
+    static const char sql[] =
+            "SELECT group_concat(d, ' | ') FROM (SELECT m.type || ' ' || m.name || ': ' ||"
+            " CASE m.type WHEN 'table' THEN (SELECT group_concat(c.name || ' ' || c.type"
+            "   || CASE WHEN c.\"notnull\" THEN ' NOT NULL' ELSE '' END"
+            "   || CASE WHEN c.pk THEN ' PK' ELSE '' END, ', ')"
+            "   FROM pragma_table_info(m.name) c)"
+            "   || CASE WHEN m.sql LIKE '%WITHOUT ROWID%' THEN ' WITHOUT ROWID' ELSE '' END"
+            " ELSE coalesce(m.sql, '') END AS d"
+            " FROM sqlite_schema m ORDER BY m.name)";
+    return query_raw(path, sql);
+}
+
 /* Scan collector: keys (and values) concatenated as "key=value;" or "key;" for readability. */
 struct collect {
     struct buf out; /* text of what was seen */
@@ -772,10 +817,10 @@ TEST(refuse_newer_schema)
     put(st, "a", "1", 1);
     ASSERT_OK(store_commit(st));
     store_close(st);
-    exec_raw(tmp_path("arborkv.db"), "PRAGMA user_version = 6;");
-    expect_refused_untouched(tmp_root, -ENOTSUP, "schema version 6");
+    exec_raw(tmp_path("arborkv.db"), "PRAGMA user_version = 7;");
+    expect_refused_untouched(tmp_root, -ENOTSUP, "schema version 7");
     /* Back to the current version: the data is still there. */
-    exec_raw(tmp_path("arborkv.db"), "PRAGMA user_version = 5;");
+    exec_raw(tmp_path("arborkv.db"), "PRAGMA user_version = 6;");
     st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
     expect(st, "a", "1");
     store_close(st);
@@ -1001,11 +1046,10 @@ TEST(schema_1_is_migrated_keeping_records)
     put(st, "a", "1", 1);
     ASSERT_OK(store_commit(st));
     store_close(st);
-    /* What a version-1 database looks like: no outbox table, no key hash column, no purge
-     * index or meta table. */
+    char *fresh = schema_of(tmp_path("arborkv.db"));
+    /* What a version-1 database looks like: no outbox table, no purge index or meta table. */
     exec_raw(tmp_path("arborkv.db"), "DROP TABLE outbox; DROP INDEX records_tombstones;"
                                      "DROP TABLE meta;"
-                                     "ALTER TABLE records DROP COLUMN khash;"
                                      "PRAGMA user_version = 1;");
     st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
     expect(st, "a", "1");
@@ -1014,6 +1058,32 @@ TEST(schema_1_is_migrated_keeping_records)
     ASSERT_OK(store_outbox_add(st, (const uint8_t *) "x", 1, 1, &id));
     ASSERT_OK(store_commit(st));
     store_close(st);
+    /* Through every step, the key hash column's coming and going included. */
+    char *upgraded = schema_of(tmp_path("arborkv.db"));
+    ASSERT_STR_EQ(upgraded, fresh);
+    free(upgraded);
+    free(fresh);
+    rm_tmp();
+}
+
+/* A new database has the current schema, and only it. */
+TEST(new_database_gets_the_current_schema)
+{
+    make_tmp();
+    store_close(open_ok(STORE_ENGINE_SQLITE, tmp_root));
+    const char *db = tmp_path("arborkv.db");
+    ASSERT_EQ(query_raw_int(db, "PRAGMA user_version"), 6);
+    ASSERT_EQ(query_raw_int(db, "PRAGMA application_id"), 1634888566);
+    char *schema = schema_of(db);
+    ASSERT_STR_EQ(schema, "table meta: name TEXT NOT NULL PK, value INTEGER NOT NULL WITHOUT ROWID"
+                          " | table outbox: id INTEGER PK, nevents INTEGER NOT NULL,"
+                          " payload BLOB NOT NULL"
+                          " | table records: key BLOB NOT NULL PK, tombstone INTEGER NOT NULL,"
+                          " ts INTEGER NOT NULL, op_id BLOB NOT NULL, value BLOB WITHOUT ROWID"
+                          " | index records_tombstones: CREATE INDEX records_tombstones ON"
+                          " records(ts) WHERE tombstone = 1"
+                          " | table sqlite_sequence: name , seq ");
+    free(schema);
     rm_tmp();
 }
 
@@ -1077,6 +1147,173 @@ TEST(tree_follows_writes_and_rollbacks)
     store_close(st);
     merkle_free(m);
     merkle_free(m2);
+    rm_tmp();
+}
+
+/*
+ * A database as arborkv left it at schema version 5: migrations 1-5 as they were (copied here, so
+ * that the test does not depend on the code it checks), in WAL mode, with the key hash column
+ * written by the old INSERT (right for most rows; 0 for one, as version 3 left older rows).
+ */
+static const char schema_5_db[] =
+        "PRAGMA journal_mode = WAL;"
+        "CREATE TABLE records (key BLOB PRIMARY KEY NOT NULL, tombstone INTEGER NOT NULL,"
+        " ts INTEGER NOT NULL, op_id BLOB NOT NULL, value BLOB) WITHOUT ROWID;"
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, nevents INTEGER NOT NULL,"
+        " payload BLOB NOT NULL);"
+        "ALTER TABLE records ADD COLUMN khash INTEGER NOT NULL DEFAULT 0;"
+        "CREATE INDEX records_khash ON records(khash);"
+        "DROP INDEX IF EXISTS records_khash;"
+        "CREATE INDEX records_tombstones ON records(ts) WHERE tombstone = 1;"
+        "CREATE TABLE meta (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;"
+        "PRAGMA application_id = 1634888566; PRAGMA user_version = 5;";
+
+/* Inserts a record the way the version-5 store did, key hash included. */
+static void insert_v5(sqlite3 *db, const void *key, size_t key_len, const void *value,
+                      size_t value_len, bool tombstone, uint64_t ts, bool stale_hash)
+{
+    sqlite3_stmt *s = NULL;
+    uint8_t op_id[STORE_OP_ID_BYTES];
+    fill_op_id(op_id, ts);
+    ASSERT_EQ(sqlite3_prepare_v2(db,
+                                 "INSERT INTO records (key, tombstone, ts, op_id, value, khash)"
+                                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                 -1, &s, NULL),
+              SQLITE_OK);
+    ASSERT_EQ(sqlite3_bind_blob(s, 1, key, (int) key_len, SQLITE_STATIC), SQLITE_OK);
+    ASSERT_EQ(sqlite3_bind_int(s, 2, tombstone), SQLITE_OK);
+    ASSERT_EQ(sqlite3_bind_int64(s, 3, (sqlite3_int64) ts), SQLITE_OK);
+    ASSERT_EQ(sqlite3_bind_blob(s, 4, op_id, sizeof(op_id), SQLITE_STATIC), SQLITE_OK);
+    if (tombstone)
+        ASSERT_EQ(sqlite3_bind_null(s, 5), SQLITE_OK);
+    else
+        ASSERT_EQ(sqlite3_bind_blob(s, 5, value_len ? value : "", (int) value_len, SQLITE_STATIC),
+                  SQLITE_OK);
+    uint32_t h = stale_hash ? 0 : merkle_key_hash(key, key_len);
+    ASSERT_EQ(sqlite3_bind_int64(s, 6, h), SQLITE_OK);
+    ASSERT_EQ(sqlite3_step(s), SQLITE_DONE);
+    ASSERT_EQ(sqlite3_finalize(s), SQLITE_OK);
+}
+
+/* The key hash column (schema 3, unused since 4) is dropped by schema 6: an existing data
+ * directory opens with every record, the outbox and the purge horizon intact, and takes writes. */
+TEST(schema_5_loses_the_key_hash_column_keeping_everything_else)
+{
+    enum { NUMBERED = 2000, BIG = 200000 };
+    make_tmp();
+    const char *path = tmp_path("arborkv.db");
+    static uint8_t big[BIG];
+    memset(big, 0xab, sizeof(big));
+    sqlite3 *db = NULL;
+    ASSERT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, schema_5_db, NULL, NULL, NULL), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+    insert_v5(db, "alpha", 5, "one", 3, false, 10, false);
+    insert_v5(db, "gone", 4, NULL, 0, true, 20, false);
+    insert_v5(db, "empty", 5, NULL, 0, false, 30, false);
+    insert_v5(db, "\x00\xff\x01", 3, "bin", 3, false, 40, false);
+    insert_v5(db, "big", 3, big, sizeof(big), false, 50, false); /* overflow pages */
+    insert_v5(db, "stale", 5, "hash 0", 6, false, 60, true);
+    char key[32], val[32];
+    for (int i = 0; i < NUMBERED; i++) {
+        snprintf(key, sizeof(key), "n:%05d", i);
+        snprintf(val, sizeof(val), "value %d", i);
+        insert_v5(db, key, strlen(key), val, strlen(val), false, 1000 + (uint64_t) i, false);
+    }
+    ASSERT_EQ(sqlite3_exec(db,
+                           "INSERT INTO outbox (nevents, payload) VALUES (3, X'0102'), (2, X'03');"
+                           "INSERT INTO meta (name, value) VALUES ('purge_horizon', 15);"
+                           "COMMIT;",
+                           NULL, NULL, NULL),
+              SQLITE_OK);
+    ASSERT_EQ(sqlite3_close(db), SQLITE_OK);
+    ASSERT_EQ(query_raw_int(path, "SELECT count(*) FROM pragma_table_info('records')"
+                                  " WHERE name = 'khash'"),
+              1);
+
+    struct store *st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    /* Everything as it was. */
+    expect(st, "alpha", "one");
+    expect(st, "gone", NULL);
+    struct store_rec rec;
+    ASSERT_EQ(store_get_rec(st, (const uint8_t *) "gone", 4, &rec), 1);
+    ASSERT(rec.tombstone);
+    ASSERT_U64_EQ(rec.ts, 20);
+    expect(st, "empty", "");
+    expect(st, "stale", "hash 0");
+    const uint8_t *v = NULL;
+    size_t n = 0;
+    ASSERT_EQ(store_get(st, (const uint8_t *) "\x00\xff\x01", 3, &v, &n), 1);
+    ASSERT_SLICE_EQ(v, n, "bin");
+    ASSERT_EQ(store_get(st, (const uint8_t *) "big", 3, &v, &n), 1);
+    ASSERT_EQ(n, sizeof(big));
+    ASSERT_MEM_EQ(v, big, sizeof(big));
+    ASSERT_EQ(store_get_rec(st, (const uint8_t *) "n:01234", 7, &rec), 1);
+    ASSERT_U64_EQ(rec.ts, 2234);
+    uint8_t op_id[STORE_OP_ID_BYTES];
+    fill_op_id(op_id, 2234);
+    ASSERT_MEM_EQ(rec.op_id, op_id, STORE_OP_ID_BYTES);
+    ASSERT_SLICE_EQ(rec.value, rec.value_len, "value 1234");
+    ASSERT_U64_EQ(store_live_count(st), NUMBERED + 5);
+    ASSERT_U64_EQ(store_max_ts_at_open(st), 1000 + NUMBERED - 1);
+    ASSERT_U64_EQ(store_purge_horizon(st), 15);
+    uint64_t rows, events;
+    store_outbox_counts_at_open(st, &rows, &events);
+    ASSERT_U64_EQ(rows, 2);
+    ASSERT_U64_EQ(events, 5);
+
+    /* The tree is built from the keys, the row whose stored hash was 0 included. */
+    struct merkle *m = NULL;
+    ASSERT_OK(merkle_new(&m, 16, 2));
+    ASSERT_OK(store_attach_tree(st, m));
+    ASSERT_U64_EQ(merkle_count(m), NUMBERED + 6);
+    uint8_t a[MERKLE_DIGEST_LEN], b[MERKLE_DIGEST_LEN];
+    merkle_root(m, a);
+    fresh_root(st, b);
+    ASSERT_MEM_EQ(a, b, MERKLE_DIGEST_LEN);
+
+    /* Writes work: an overwrite, a new key, a delete, an outbox message. */
+    put(st, "alpha", "uno", 3000);
+    put(st, "new", "x", 3001);
+    put(st, "n:00001", NULL, 3002);
+    uint64_t id;
+    ASSERT_OK(store_outbox_add(st, (const uint8_t *) "p", 1, 1, &id));
+    ASSERT(id > 2);
+    ASSERT_OK(store_commit(st));
+    ASSERT_U64_EQ(store_live_count(st), NUMBERED + 5);
+    merkle_root(m, a);
+    fresh_root(st, b);
+    ASSERT_MEM_EQ(a, b, MERKLE_DIGEST_LEN);
+    store_close(st);
+    merkle_free(m);
+
+    /* The column is gone, the schema is a new database's, and the file is sound. */
+    ASSERT_EQ(query_raw_int(path, "PRAGMA user_version"), 6);
+    ASSERT_EQ(query_raw_int(path, "SELECT count(*) FROM pragma_table_info('records')"
+                                  " WHERE name = 'khash'"),
+              0);
+    char *check = query_raw(path, "PRAGMA integrity_check");
+    ASSERT_STR_EQ(check, "ok");
+    free(check);
+    char *upgraded = schema_of(path);
+    char fresh_dir[sizeof(tmp_root) + 8];
+    snprintf(fresh_dir, sizeof(fresh_dir), "%s/fresh", tmp_root);
+    store_close(open_ok(STORE_ENGINE_SQLITE, fresh_dir));
+    char *fresh = schema_of(tmp_path("fresh/arborkv.db"));
+    ASSERT_STR_EQ(upgraded, fresh);
+    free(upgraded);
+    free(fresh);
+
+    /* And it reopens with the writes. */
+    st = open_ok(STORE_ENGINE_SQLITE, tmp_root);
+    expect(st, "alpha", "uno");
+    expect(st, "new", "x");
+    expect(st, "n:00001", NULL);
+    expect(st, "n:00002", "value 2");
+    ASSERT_EQ(store_get(st, (const uint8_t *) "big", 3, &v, &n), 1);
+    ASSERT_MEM_EQ(v, big, sizeof(big));
+    ASSERT_U64_EQ(store_live_count(st), NUMBERED + 5);
+    store_close(st);
     rm_tmp();
 }
 
@@ -1312,6 +1549,8 @@ TEST_LIST{
     TEST_ENTRY(put_local_supersedes_the_stored_version),
     TEST_ENTRY(outbox_add_read_delete_and_counts),
     TEST_ENTRY(schema_1_is_migrated_keeping_records),
+    TEST_ENTRY(new_database_gets_the_current_schema),
+    TEST_ENTRY(schema_5_loses_the_key_hash_column_keeping_everything_else),
     TEST_ENTRY(purge_deletes_only_expired_tombstones_and_keeps_the_tree_in_step),
     TEST_ENTRY(drop_deletes_only_the_exact_version),
     TEST_ENTRY(put_if_writes_only_when_the_condition_agrees),
