@@ -13,6 +13,7 @@
  */
 #include "arborkv/cmd.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -193,6 +194,7 @@ static void multi_free(struct multi_state *m)
 
 void cmd_dispatch(struct client *c, struct server *srv, const struct slice *argv, size_t argc)
 {
+    assert(c && srv && argv && argc >= 1);
     struct cmd_ctx x = {
         .srv = srv, .c = c, .argv = argv, .argc = argc, .out = &c->out, .resp = client_resp(c)
     };

@@ -145,6 +145,8 @@ static void put_uint_array(struct buf *out, const uint8_t *p, size_t n)
 
 void codec_encode_event(struct buf *out, const struct codec_event *ev, enum codec_wire wire)
 {
+    assert(out && ev && ev->key && ev->key_len > 0 &&
+           (ev->val || !ev->has_val || ev->val_len == 0));
     assert((size_t) ev->op < OP_COUNT);
     bool merklekv = wire == CODEC_WIRE_MERKLEKV;
     bool has_val = ev->has_val && ev->op != CODEC_OP_DEL;
@@ -851,6 +853,7 @@ static int walk(struct decoder *d, const uint8_t *payload, size_t len)
 int codec_decode(const uint8_t *payload, size_t len, struct codec_batch *b, char *why,
                  size_t whylen)
 {
+    assert((payload || len == 0) && b);
     struct decoder d;
     memset(&d, 0, sizeof(d));
     d.b = b;

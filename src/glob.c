@@ -31,6 +31,8 @@
  */
 #include "arborkv/glob.h"
 
+#include <assert.h>
+
 static uint8_t fold(uint8_t ch)
 {
     return ch >= 'A' && ch <= 'Z' ? (uint8_t) (ch + ('a' - 'A')) : ch;
@@ -99,6 +101,7 @@ static bool token_match(const uint8_t *pat, size_t pat_len, size_t *pi, uint8_t 
 
 bool glob_match(const uint8_t *pat, size_t pat_len, const uint8_t *s, size_t s_len, bool nocase)
 {
+    assert((pat || pat_len == 0) && (s || s_len == 0));
     size_t pi = 0, si = 0;
     size_t star_pi = 0, star_si = 0; /* token after the last star, and where that star's run ends */
     bool star = false;

@@ -37,6 +37,7 @@
  */
 #include "arborkv/line.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,7 @@ void line_parser_init(struct line_parser *p)
 int line_next(struct line_parser *p, const uint8_t *data, size_t len, bool eof,
               const uint8_t **line, size_t *line_len, size_t *consumed)
 {
+    assert(p && (data || len == 0));
     /* A '\n' at index LINE_MAX_BYTES or later would make the line overlong, so look no further. */
     size_t limit = len < LINE_MAX_BYTES ? len : LINE_MAX_BYTES;
     if (p->scanned > limit) p->scanned = 0; /* caller passed different data: rescan */
@@ -454,6 +456,7 @@ static int parse_args(struct line_cmd *c, const struct word_def *w, const uint8_
 
 int line_parse(struct line_cmd *c, const uint8_t *line, size_t len)
 {
+    assert(c && (line || len == 0));
     c->argc = 0;
     buf_reset(&c->err);
 

@@ -7,6 +7,7 @@
  */
 #include "arborkv/reply.h"
 
+#include <assert.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -31,6 +32,7 @@ void reply_ok_to(struct buf *out, bool resp)
 
 void reply_error_to(struct buf *out, bool resp, const char *msg, size_t len)
 {
+    assert(out && (msg || len == 0));
     if (resp) {
         struct buf tmp;
         buf_init(&tmp);

@@ -10,6 +10,7 @@
  */
 #include "arborkv/resp.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -119,6 +120,7 @@ static void push_arg(struct resp_parser *p, size_t off, size_t len)
 
 int resp_parser_next(struct resp_parser *p, const uint8_t *data, size_t len, size_t *consumed)
 {
+    assert(p && (data || len == 0) && consumed);
     if (p->err) return p->err;
     for (;;) {
         if (p->pos > RESP_MAX_FRAME_BYTES)
@@ -207,6 +209,7 @@ void resp_add_simple(struct buf *out, const char *s)
 
 void resp_add_error(struct buf *out, const char *msg, size_t len)
 {
+    assert(out && (msg || len == 0));
     buf_reserve(out, len + 3);
     buf_append(out, "-", 1);
     size_t start = out->len;
@@ -225,6 +228,7 @@ void resp_add_int(struct buf *out, int64_t v)
 
 void resp_add_bulk(struct buf *out, const void *p, size_t len)
 {
+    assert(out && (p || len == 0));
     buf_reserve(out, len + 24);
     buf_append(out, "$", 1);
     buf_append_u64(out, len);
