@@ -237,8 +237,8 @@ def test_a_far_future_record_survives_repair_and_spreads(make_broker, make_clust
     def edit(db):
         db.execute("UPDATE records SET value = ?, ts = ? WHERE key = ?",
                    (b"from-the-future", future_ts, b"f1"))
-        db.execute("INSERT INTO records (key, tombstone, ts, op_id, value, khash) "
-                   "VALUES (?, 0, ?, ?, ?, 0)",
+        db.execute("INSERT INTO records (key, tombstone, ts, op_id, value) "
+                   "VALUES (?, 0, ?, ?, ?)",
                    (b"f-new", future_ts, secrets.token_bytes(16), b"new-from-the-future"))
     db_edit(c, edit)
     skew = info_int(a, "clock_skew_rejections")
