@@ -1466,8 +1466,11 @@ TEST(put_if_writes_only_when_the_condition_agrees)
     ASSERT_OK(store_attach_tree(st, m));
     uint8_t empty[MERKLE_DIGEST_LEN], root[MERKLE_DIGEST_LEN];
     merkle_root(m, empty);
-    struct store_rec rec = { .key = (const uint8_t *) "k", .key_len = 1,
-                             .value = (const uint8_t *) "v1", .value_len = 2, .ts = 10 };
+    struct store_rec rec = { .key = (const uint8_t *) "k",
+                             .key_len = 1,
+                             .value = (const uint8_t *) "v1",
+                             .value_len = 2,
+                             .ts = 10 };
     fill_op_id(rec.op_id, 10);
 
     /* Refused: nothing written, no transaction opened, the tree untouched. */
