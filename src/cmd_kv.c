@@ -119,7 +119,7 @@ void cmd_set(struct cmd_ctx *x)
             reply_not_found(x);
         return;
     }
-    if (kv_write(x->srv, CODEC_OP_SET, key->p, key->len, val->p, val->len, 0) < 0) {
+    if (kv_write(&x->srv->kv, CODEC_OP_SET, key->p, key->len, val->p, val->len, 0) < 0) {
         reply_storage_error(x);
         return;
     }
@@ -137,7 +137,7 @@ void cmd_setnx(struct cmd_ctx *x)
     size_t n;
     int rc = store_get(x->srv->store, x->argv[1].p, x->argv[1].len, &v, &n);
     if (rc == 0)
-        rc = kv_write(x->srv, CODEC_OP_SET, x->argv[1].p, x->argv[1].len, x->argv[2].p,
+        rc = kv_write(&x->srv->kv, CODEC_OP_SET, x->argv[1].p, x->argv[1].len, x->argv[2].p,
                       x->argv[2].len, 0) < 0
                      ? -EIO
                      : 0;
@@ -155,7 +155,7 @@ void cmd_getset(struct cmd_ctx *x)
 {
     struct buf *old = &state(x)->tmp;
     int found = get_copy(x, &x->argv[1], old);
-    if (found < 0 || kv_write(x->srv, CODEC_OP_SET, x->argv[1].p, x->argv[1].len, x->argv[2].p,
+    if (found < 0 || kv_write(&x->srv->kv, CODEC_OP_SET, x->argv[1].p, x->argv[1].len, x->argv[2].p,
                               x->argv[2].len, 0) < 0) {
         reply_storage_error(x);
         return;
@@ -170,8 +170,8 @@ void cmd_getdel(struct cmd_ctx *x)
 {
     struct buf *old = &state(x)->tmp;
     int found = get_copy(x, &x->argv[1], old);
-    if (found < 0 ||
-        (found && kv_write(x->srv, CODEC_OP_DEL, x->argv[1].p, x->argv[1].len, NULL, 0, 0) < 0)) {
+    if (found < 0 || (found && kv_write(&x->srv->kv, CODEC_OP_DEL, x->argv[1].p, x->argv[1].len,
+                                        NULL, 0, 0) < 0)) {
         reply_storage_error(x);
         return;
     }
@@ -188,7 +188,7 @@ static int delete_key(struct cmd_ctx *x, const struct slice *key)
     size_t n;
     int rc = store_get(x->srv->store, key->p, key->len, &v, &n);
     if (rc != 1) return rc;
-    return kv_write(x->srv, CODEC_OP_DEL, key->p, key->len, NULL, 0, 0) < 0 ? -EIO : 1;
+    return kv_write(&x->srv->kv, CODEC_OP_DEL, key->p, key->len, NULL, 0, 0) < 0 ? -EIO : 1;
 }
 
 void cmd_del(struct cmd_ctx *x)
@@ -255,7 +255,7 @@ void cmd_incrby(struct cmd_ctx *x)
     }
     char digits[24];
     int len = snprintf(digits, sizeof(digits), "%lld", (long long) result);
-    if (kv_write(x->srv, decr ? CODEC_OP_DECR : CODEC_OP_INCR, key->p, key->len,
+    if (kv_write(&x->srv->kv, decr ? CODEC_OP_DECR : CODEC_OP_INCR, key->p, key->len,
                  (const uint8_t *) digits, (size_t) len, 0) < 0) {
         reply_storage_error(x);
         return;
@@ -280,8 +280,8 @@ void cmd_append(struct cmd_ctx *x)
     if (prepend) buf_append(val, arg->p, arg->len);
     if (rc) buf_append(val, v, n);
     if (!prepend) buf_append(val, arg->p, arg->len);
-    if (kv_write(x->srv, prepend ? CODEC_OP_PREPEND : CODEC_OP_APPEND, key->p, key->len, val->data,
-                 val->len, 0) < 0) {
+    if (kv_write(&x->srv->kv, prepend ? CODEC_OP_PREPEND : CODEC_OP_APPEND, key->p, key->len,
+                 val->data, val->len, 0) < 0) {
         reply_storage_error(x);
         return;
     }
@@ -346,7 +346,7 @@ void cmd_mset(struct cmd_ctx *x)
         return;
     }
     for (size_t i = 1; i + 1 < x->argc; i += 2) {
-        if (kv_write(x->srv, CODEC_OP_SET, x->argv[i].p, x->argv[i].len, x->argv[i + 1].p,
+        if (kv_write(&x->srv->kv, CODEC_OP_SET, x->argv[i].p, x->argv[i].len, x->argv[i + 1].p,
                      x->argv[i + 1].len, 0) < 0) {
             reply_storage_error(x);
             return;
@@ -469,7 +469,7 @@ void cmd_flushdb(struct cmd_ctx *x)
     uint64_t ts = hlc_now(&x->srv->hlc, hlc_wall_ns());
     for (size_t pos = 0, i = 0; i < kl.n; i++) {
         struct slice k = next_key(keys, &pos);
-        if (kv_write(x->srv, CODEC_OP_DEL, k.p, k.len, NULL, 0, ts) < 0) {
+        if (kv_write(&x->srv->kv, CODEC_OP_DEL, k.p, k.len, NULL, 0, ts) < 0) {
             reply_storage_error(x);
             return;
         }

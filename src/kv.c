@@ -9,26 +9,27 @@
 #include <sodium.h>
 
 #include "arborkv/hlc.h"
+#include "arborkv/opid.h"
 #include "arborkv/repl.h"
-#include "arborkv/server.h"
 #include "arborkv/store.h"
 
-int kv_write(struct server *srv, enum codec_op op, const uint8_t *key, size_t key_len,
+int kv_write(const struct kv *kv, enum codec_op op, const uint8_t *key, size_t key_len,
              const uint8_t *value, size_t value_len, uint64_t ts)
 {
-    assert(srv && key && key_len > 0 && (op == CODEC_OP_DEL || value || value_len == 0));
+    assert(kv && kv->store && kv->hlc && kv->opids && key && key_len > 0 &&
+           (op == CODEC_OP_DEL || value || value_len == 0));
     bool tombstone = op == CODEC_OP_DEL;
-    int rc = store_begin(srv->store);
+    int rc = store_begin(kv->store);
     if (rc == 0) {
         struct store_rec rec = { .key = key,
                                  .key_len = key_len,
                                  .value = tombstone ? NULL : value,
                                  .value_len = tombstone ? 0 : value_len,
                                  .tombstone = tombstone,
-                                 .ts = ts ? ts : hlc_now(&srv->hlc, hlc_wall_ns()) };
-        opid_next(&srv->opids, rec.op_id);
-        rc = store_put_local(srv->store, &rec);
-        if (rc == 0) repl_record(srv->repl, op, &rec);
+                                 .ts = ts ? ts : hlc_now(kv->hlc, hlc_wall_ns()) };
+        opid_next(kv->opids, rec.op_id);
+        rc = store_put_local(kv->store, &rec);
+        if (rc == 0) repl_record(kv->repl, op, &rec);
     }
     /* On failure the store has marked the turn's transaction failed: the turn (turn.h) rolls
      * it back and withdraws every reply of the turn instead of committing. */

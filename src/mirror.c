@@ -412,12 +412,13 @@ static int apply_record(struct run *r, const struct store_rec *rec)
         if (rc < 0) goto storage; /* the turn has failed (store.h) */
         /* Refused as older than this node's purge horizon (kv_apply.h): SYNC still wants it. */
         if (rc == KV_PURGED && !rec->tombstone &&
-            kv_write(srv, CODEC_OP_SET, rec->key, rec->key_len, rec->value, rec->value_len, 0) < 0)
+            kv_write(&srv->kv, CODEC_OP_SET, rec->key, rec->key_len, rec->value, rec->value_len,
+                     0) < 0)
             goto storage;
     } else if (!same_live) {
         /* Ours is newer, yet SYNC wants the remote's state: a new local write of it. */
-        rc = kv_write(srv, rec->tombstone ? CODEC_OP_DEL : CODEC_OP_SET, rec->key, rec->key_len,
-                      rec->value, rec->value_len, 0);
+        rc = kv_write(&srv->kv, rec->tombstone ? CODEC_OP_DEL : CODEC_OP_SET, rec->key,
+                      rec->key_len, rec->value, rec->value_len, 0);
         if (rc < 0) goto storage;
     }
     if (!same_live) r->changed++;
@@ -438,7 +439,7 @@ static int apply_value(struct run *r, const uint8_t *key, size_t klen, bool foun
     if (rc < 0) goto storage;
     if (rc == 0 && !found) return 0;
     if (rc == 1 && found && n == vlen && (!n || !memcmp(v, value, n))) return 0;
-    rc = kv_write(srv, found ? CODEC_OP_SET : CODEC_OP_DEL, key, klen, value, vlen, 0);
+    rc = kv_write(&srv->kv, found ? CODEC_OP_SET : CODEC_OP_DEL, key, klen, value, vlen, 0);
     if (rc < 0) goto storage;
     r->changed++;
     return 0;

@@ -280,6 +280,7 @@ int node_run(const struct conf *cp, const char *config_path)
     /* After the signal mask (paho's threads inherit it: signals stay with the signalfd) and
      * after the listener (clients are served while the broker is still being reached). */
     if (start_replication(&srv, &conf) < 0) goto out;
+    srv.kv = (struct kv){ .store = store, .hlc = &srv.hlc, .opids = &srv.opids, .repl = srv.repl };
     set_turn_hooks(&srv);
     loop_set_before_sleep(loop, before_sleep, &srv);
     log_info("arborkv %s node %s listening on %s:%d (engine %s, fsync %s)", ARBORKV_VERSION,

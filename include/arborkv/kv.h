@@ -18,8 +18,18 @@
 
 #include "arborkv/codec.h"
 
-struct server;
+struct hlc;
+struct opid_pool;
+struct repl;
 struct store;
+
+/* The handles a local write needs ([borrow]); the wiring (node.c) fills it once. */
+struct kv {
+    struct store *store;
+    struct hlc *hlc;         /* the node's clock: timestamps of local writes */
+    struct opid_pool *opids; /* op_ids of local writes */
+    struct repl *repl;       /* NULL: replication not built */
+};
 
 #define KV_DIGEST_LEN 32 /* bytes of the HASH digest (BLAKE2b-256) */
 
@@ -28,7 +38,7 @@ struct store;
  * now), fresh op_id, in the turn's transaction, and hands it to replication as an `op` event.
  * Returns 0, or <0 (the store has then marked the turn failed: store.h).
  */
-int kv_write(struct server *srv, enum codec_op op, const uint8_t *key, size_t key_len,
+int kv_write(const struct kv *kv, enum codec_op op, const uint8_t *key, size_t key_len,
              const uint8_t *value, size_t value_len, uint64_t ts);
 
 /*

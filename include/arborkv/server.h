@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "arborkv/hlc.h"
+#include "arborkv/kv.h"
 #include "arborkv/opid.h"
 
 struct loop;
@@ -71,6 +72,7 @@ struct server {
     struct merkle *tree;       /* Merkle tree over the store's records (borrowed from main) */
     struct hlc hlc;            /* hybrid logical clock for local writes */
     struct opid_pool opids;    /* random op_ids of local writes */
+    struct kv kv;              /* the local write path's handles (store, clock, op_ids, repl) */
     struct repl *repl;         /* replication layer (owned by main), NULL when not built */
     struct ae *ae;             /* anti-entropy (owned by main), NULL when not built */
     struct purge *purge;       /* tombstone purge (owned by main), NULL when not built */
