@@ -1385,6 +1385,19 @@ def broker(make_broker):
 
 
 @pytest.fixture
+def make_proxy(procs):
+    """Factory: make_proxy(target_port, mode="pass") -> faults.TcpProxy, closed at teardown
+    (before the processes are stopped, by the process registry)."""
+    from faults import TcpProxy  # faults imports this module: not at the top
+
+    def make(target_port, **kw):
+        p = TcpProxy(target_port, **kw)
+        procs.on_teardown(p.close)
+        return p
+    return make
+
+
+@pytest.fixture
 def make_subscriber(procs):
     """Factory: make_subscriber(broker, topic, **kw) -> Subscriber, stopped at teardown."""
     def make(target, topic, **kw):

@@ -10,7 +10,6 @@ import sqlite3
 
 from conftest import (converged, info, info_int, line_request, lww_winners, wait_info,
                       wait_info_int, wait_until)
-from faults import TcpProxy
 
 AE_ON = {"anti_entropy": {"enabled": True, "interval_seconds": 1}}
 REPAIR_TIMEOUT_S = 90
@@ -184,13 +183,13 @@ def test_events_lost_with_a_broker_restarted_without_persistence(make_broker, ma
     assert info_int(c, "ae_records_applied") >= 1000  # 900 values and 100 tombstones
 
 
-def test_partition_heals_to_the_lww_winners(make_broker, make_cluster, make_subscriber, request):
+def test_partition_heals_to_the_lww_winners(make_broker, make_cluster, make_subscriber,
+                                            make_proxy):
     """C is cut off its broker (through a proxy) while all three take writes, conflicting ones on
     both sides and deletes; after healing, every peer holds the same records and every key its
     last-write-wins winner."""
     broker = make_broker()
-    proxy = TcpProxy(broker.port)
-    request.addfinalizer(proxy.close)
+    proxy = make_proxy(broker.port)
     cluster = make_cluster(3, broker, names=["a", "b", "c"], conf_overrides=AE_ON,
                            per_peer={"c": {"conf": {"replication": {"mqtt_port": proxy.port}}}})
     a, b, c = cluster

@@ -21,7 +21,6 @@ import pytest
 
 from conftest import (converged, info, info_int, line_request, snapshot, wait_info,
                       wait_info_int, wait_until)
-from faults import TcpProxy
 
 INTERVAL_S = 1
 AE = {"anti_entropy": {"enabled": True, "interval_seconds": INTERVAL_S}}
@@ -32,17 +31,6 @@ ROOT_RE = re.compile(r"^[0-9a-f]{64}$")
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-@pytest.fixture
-def make_proxy(procs):
-    """Factory: make_proxy(target_port, mode="pass") -> TcpProxy, closed at teardown (before the
-    processes are stopped, by the process registry)."""
-    def make(target_port, **kw):
-        p = TcpProxy(target_port, **kw)
-        procs.on_teardown(p.close)
-        return p
-    return make
 
 
 def requests(peer, reqs, timeout_s=120):

@@ -15,7 +15,6 @@ import pytest
 
 from conftest import (converged, info, line_request, wait_info, wait_replicating,
                       wait_until)
-from faults import TcpProxy
 
 STALL_S = 2             # replication.stall_timeout_seconds in these tests
 HEAL_TIMEOUT_S = 60.0   # deadline for the replicas to agree after the last fault
@@ -170,46 +169,43 @@ def test_broker_sigkill_under_pipelined_writes(make_broker, make_cluster, persis
 
 
 @pytest.mark.parametrize("mode", ["reset", "blackhole", "stall"])
-def test_cut_link_under_pipelined_writes(make_broker, make_cluster, mode):
+def test_cut_link_under_pipelined_writes(make_broker, make_cluster, make_proxy, mode):
     """Peer a reaches the broker through the fault proxy; its link is cut twice while everyone
     writes. A silent link (blackhole, stall) must be noticed by the stall bound, not after the
     keep-alive, and must not be reported as connected meanwhile."""
     br = make_broker(persistence=True)
-    proxy = TcpProxy(br.port)
+    proxy = make_proxy(br.port)
+    cl = make_cluster(3, br, names=["a", "b", "c"], repl=_stall_conf(keepalive_seconds=60),
+                      conf_overrides=AE_ON,
+                      per_peer={"a": {"conf": {"replication": {"mqtt_port": proxy.port}}}})
+    a = cl[0]
+    writers = [Writer(p) for p in cl]
+    watch = InfoWatch(cl, WINDOW_S)
     try:
-        cl = make_cluster(3, br, names=["a", "b", "c"], repl=_stall_conf(keepalive_seconds=60),
-                          conf_overrides=AE_ON,
-                          per_peer={"a": {"conf": {"replication": {"mqtt_port": proxy.port}}}})
-        a = cl[0]
-        writers = [Writer(p) for p in cl]
-        watch = InfoWatch(cl, WINDOW_S)
-        try:
-            for _ in range(2):
-                wait_replicating(cl)  # a is back on the broker before the next cut
-                wait_until(lambda: all(w.batches >= 3 for w in writers), 60, "writes in flight")
-                forced = int(info(a).get("broker_forced_reconnects", "0"))
-                proxy.set_mode(mode)
-                if mode == "reset":
-                    wait_info(a, lambda d: d.get("broker_state") != "connected",
-                              "a to notice the reset", 60)
-                else:  # nothing tells a but the silence; the keep-alive (60 s) is far off
-                    wait_info(a, lambda d: d.get("broker_state") != "connected",
-                              "a to stop saying connected on a silent link", 30)
-                    wait_info(a, lambda d: int(d["broker_forced_reconnects"]) > forced,
-                              "a to replace its silent link", 30)
-                status = line_request(a, b"REPLICATE status")
-                assert status.startswith(b"REPLICATION enabled ") and b", broker " in status, \
-                    status
-                base = [w.batches for w in writers]
-                wait_until(lambda: all(w.batches > b + 3 for w, b in zip(writers, base)), 60,
-                           "writes during the cut")
-                proxy.heal()
-            _settle(cl, writers)
-        finally:
-            watch.stop()
-        assert not watch.lies, f"INFO said connected while events did not flow: {watch.lies[:5]}"
+        for _ in range(2):
+            wait_replicating(cl)  # a is back on the broker before the next cut
+            wait_until(lambda: all(w.batches >= 3 for w in writers), 60, "writes in flight")
+            forced = int(info(a).get("broker_forced_reconnects", "0"))
+            proxy.set_mode(mode)
+            if mode == "reset":
+                wait_info(a, lambda d: d.get("broker_state") != "connected",
+                          "a to notice the reset", 60)
+            else:  # nothing tells a but the silence; the keep-alive (60 s) is far off
+                wait_info(a, lambda d: d.get("broker_state") != "connected",
+                          "a to stop saying connected on a silent link", 30)
+                wait_info(a, lambda d: int(d["broker_forced_reconnects"]) > forced,
+                          "a to replace its silent link", 30)
+            status = line_request(a, b"REPLICATE status")
+            assert status.startswith(b"REPLICATION enabled ") and b", broker " in status, \
+                status
+            base = [w.batches for w in writers]
+            wait_until(lambda: all(w.batches > b + 3 for w, b in zip(writers, base)), 60,
+                       "writes during the cut")
+            proxy.heal()
+        _settle(cl, writers)
     finally:
-        proxy.close()
+        watch.stop()
+    assert not watch.lies, f"INFO said connected while events did not flow: {watch.lies[:5]}"
 
 
 def test_events_a_killed_broker_had_acknowledged_are_repaired(make_broker, make_cluster):
