@@ -21,6 +21,7 @@
 #include "arborkv/buf.h"
 #include "arborkv/client.h"
 #include "arborkv/glob.h"
+#include "arborkv/hlc.h"
 #include "arborkv/line.h"
 #include "arborkv/loop.h"
 #include "arborkv/mem.h"
@@ -166,9 +167,7 @@ static void info_node(struct server *srv, struct buf *b)
     ae_info(srv->ae, b);
     purge_info(srv->purge, b);
     mirror_info(srv->mirror, b);
-    buf_printf(b, "hlc_last_ns:%llu\r\nclock_skew_rejections:%llu\r\nclock_skew_max_ns:%llu\r\n",
-               (unsigned long long) srv->hlc.last_ns, (unsigned long long) srv->hlc.skew_rejections,
-               (unsigned long long) srv->hlc.max_skew_seen_ns);
+    hlc_info(&srv->hlc, b);
 }
 
 static bool want_section(const struct cmd_ctx *x, const char *name)

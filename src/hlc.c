@@ -10,6 +10,8 @@
 #include <assert.h>
 #include <time.h>
 
+#include "arborkv/buf.h"
+
 void hlc_init(struct hlc *h, uint64_t last_ns, uint64_t max_skew_ns)
 {
     h->last_ns = last_ns;
@@ -47,4 +49,12 @@ uint64_t hlc_wall_ns(void)
     struct timespec ts;
     (void) clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t) ts.tv_sec * 1000000000ULL + (uint64_t) ts.tv_nsec;
+}
+
+void hlc_info(const struct hlc *h, struct buf *out)
+{
+    assert(h && out);
+    buf_add_field(out, "hlc_last_ns", h->last_ns);
+    buf_add_field(out, "clock_skew_rejections", h->skew_rejections);
+    buf_add_field(out, "clock_skew_max_ns", h->max_skew_seen_ns);
 }

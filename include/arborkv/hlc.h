@@ -39,4 +39,8 @@ bool hlc_recv(struct hlc *h, uint64_t phys_ns, uint64_t remote_ns);
 /* Reads CLOCK_REALTIME in nanoseconds (the physical clock of the running server). */
 uint64_t hlc_wall_ns(void);
 
+struct buf;
+/* Appends the clock's INFO lines: hlc_last_ns, clock_skew_rejections, clock_skew_max_ns. */
+void hlc_info(const struct hlc *h, struct buf *out);
+
 #endif
