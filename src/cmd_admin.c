@@ -29,6 +29,7 @@
 #include "arborkv/mirror.h"
 #include "arborkv/purge.h"
 #include "arborkv/repl.h"
+#include "arborkv/reply.h"
 #include "arborkv/resp.h"
 #include "arborkv/server.h"
 #include "arborkv/store.h"
@@ -342,6 +343,25 @@ void cmd_replicate(struct cmd_ctx *x)
     }
 }
 
+/* SYNC ended (mirror.h): the blocked client gets its reply. */
+static void sync_done(void *arg, const char *why, bool answer)
+{
+    struct client *c = arg;
+    c->ops->unblock(c);
+    if (!answer) return;
+    if (why)
+        reply_error_to(&c->out, client_resp(c), why, strlen(why));
+    else
+        reply_ok_to(&c->out, client_resp(c));
+}
+
+/* The client of a SYNC went away before its reply: the SYNC goes on, unanswered. */
+static void sync_client_closed(struct client *c, void *arg)
+{
+    (void) c;
+    mirror_forget(arg);
+}
+
 /*
  * SYNC host port [--full] [--verify] (mirror.h). The line protocol's grammar validated the
  * arguments already (line.c); RESP arguments get the same checks and messages here. The client
@@ -375,9 +395,13 @@ void cmd_sync(struct cmd_ctx *x)
     memcpy(host, h->p, h->len);
     host[h->len] = '\0';
     char err[512];
-    if (mirror_start(x->srv->mirror, x->c, host, port, full, verify, err, sizeof(err)) < 0)
+    if (mirror_start(x->srv->mirror, host, port, full, verify, sync_done, x->c, err, sizeof(err)) <
+        0) {
         reply_error(x, "%s", err);
-    /* else the client is blocked; mirror.c answers it when the SYNC ends */
+        return;
+    }
+    /* The reply waits for the end of the SYNC (sync_done). */
+    x->c->ops->block(x->c, sync_client_closed, x->srv->mirror);
 }
 
 /*

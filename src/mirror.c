@@ -4,7 +4,7 @@
  * docs/anti-entropy.md ("SYNC").
  *
  * A run is a state machine driven by loop events. Every handler ends with settle(), which
- * answers the client and frees the run once a step has marked it finished (P_DONE): nothing
+ * reports the end (mirror_done_fn) and frees the run once a step has marked it finished (P_DONE): nothing
  * below a handler frees the run, so no code touches it after it is gone.
  *
  * Making a key range equal: the remote's records of a page (arborkv: the records of some leaf
@@ -16,6 +16,7 @@
  */
 #include "arborkv/mirror.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -32,7 +33,6 @@
 #include <sodium.h>
 
 #include "arborkv/ae.h"
-#include "arborkv/client.h"
 #include "arborkv/hlc.h"
 #include "arborkv/kv.h"
 #include "arborkv/kv_apply.h"
@@ -41,7 +41,6 @@
 #include "arborkv/lww.h"
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
-#include "arborkv/reply.h"
 #include "arborkv/resp.h"
 #include "arborkv/server.h"
 #include "arborkv/store.h"
@@ -71,8 +70,9 @@ struct keyset {
 };
 
 struct run {
-    struct mirror *m;               /* owner */
-    struct client *client;          /* blocked client, NULL once it went away */
+    struct mirror *m;     /* owner */
+    mirror_done_fn *done; /* told when the SYNC ends; NULL once forgotten */
+    void *done_arg;
     char host[MIRROR_HOST_MAX + 1]; /* remote host as given */
     char port[8];                   /* remote port, decimal */
     bool full, verify;              /* options */
@@ -264,7 +264,7 @@ static void run_free(struct run *r)
     free(r);
 }
 
-/* Answers the client and frees the run if it has finished. Called last by every handler. */
+/* Reports the end and frees the run if it has finished. Called last by every handler. */
 static void settle(struct run *r)
 {
     if (r->phase != P_DONE) return;
@@ -282,23 +282,9 @@ static void settle(struct run *r)
         log_info("sync: from %s:%s failed after %llu ms (%llu keys changed): %s", r->host, r->port,
                  (unsigned long long) ms, (unsigned long long) r->changed, r->why);
     }
-    if (r->client) {
-        struct client *c = r->client;
-        c->ops->unblock(c);
-        if (r->ok)
-            reply_ok_to(&c->out, client_resp(c));
-        else
-            reply_error_to(&c->out, client_resp(c), r->why, strlen(r->why));
-    }
+    if (r->done) r->done(r->done_arg, r->ok ? NULL : r->why, true);
     m->run = NULL;
     run_free(r);
-}
-
-static void on_client_close(struct client *c, void *arg)
-{
-    struct run *r = arg;
-    UNUSED(c);
-    r->client = NULL; /* the SYNC goes on; nobody is answered */
 }
 
 /* ---- timers ---------------------------------------------------------------------------------- */
@@ -1132,9 +1118,10 @@ static void start_resolve(struct run *r)
 
 /* ---- interface ------------------------------------------------------------------------------- */
 
-int mirror_start(struct mirror *m, struct client *c, const char *host, int port, bool full,
-                 bool verify, char *err, size_t errlen)
+int mirror_start(struct mirror *m, const char *host, int port, bool full, bool verify,
+                 mirror_done_fn *done, void *done_arg, char *err, size_t errlen)
 {
+    assert(m && host && done);
     if (m->run) {
         (void) snprintf(err, errlen, "SYNC already in progress");
         return -EBUSY;
@@ -1178,9 +1165,14 @@ int mirror_start(struct mirror *m, struct client *c, const char *host, int port,
         return -ECONNREFUSED;
     }
     /* Nothing ran settle() yet: every later step is a loop event. */
-    r->client = c;
-    c->ops->block(c, on_client_close, r);
+    r->done = done;
+    r->done_arg = done_arg;
     return 0;
+}
+
+void mirror_forget(struct mirror *m)
+{
+    if (m && m->run) m->run->done = NULL; /* the SYNC goes on; nobody is told */
 }
 
 int mirror_new(struct mirror **out, struct server *srv, const struct mirror_opts *o)
@@ -1198,7 +1190,7 @@ void mirror_free(struct mirror *m)
     if (!m) return;
     if (m->run) {
         struct run *r = m->run;
-        if (r->client) r->client->ops->unblock(r->client); /* not answered: going away */
+        if (r->done) r->done(r->done_arg, NULL, false); /* not answered: going away */
         run_free(r);
     }
     free(m);

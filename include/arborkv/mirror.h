@@ -42,7 +42,6 @@
 #define MIRROR_MAX_BULK     (64u * 1024 * 1024 + 512 * 1024) /* bytes of one RESP reply */
 
 struct server;
-struct client;
 struct mirror;
 
 struct mirror_opts {
@@ -55,13 +54,24 @@ int mirror_new(struct mirror **out, struct server *srv, const struct mirror_opts
 void mirror_free(struct mirror *m);
 
 /*
- * Starts SYNC from host:port for client c (host [borrow], copied). Returns 0 when started: c is
- * blocked and answered ("OK" or an error) when it ends. Returns <0 when it cannot start or
- * failed at once, with the reason (the client's error message) in err: -EBUSY (a SYNC is in
- * progress), -EINVAL (bad host), -ECONNREFUSED (resolving or connecting failed on the spot).
+ * How a SYNC ended: why is NULL when it succeeded, else the reason (the client's error message,
+ * [borrow] for the call); answer is false when it was abandoned (mirror_free: the node is going
+ * away), and the requester should then only be released, not answered.
  */
-int mirror_start(struct mirror *m, struct client *c, const char *host, int port, bool full,
-                 bool verify, char *err, size_t errlen);
+typedef void mirror_done_fn(void *arg, const char *why, bool answer);
+
+/*
+ * Starts SYNC from host:port (host [borrow], copied). Returns 0 when started: done(done_arg, …)
+ * is called once when it ends, from a loop event (never from inside this call). Returns <0 when
+ * it cannot start or failed at once, with the reason (the client's error message) in err:
+ * -EBUSY (a SYNC is in progress), -EINVAL (bad host), -ECONNREFUSED (resolving or connecting
+ * failed on the spot); done is then never called.
+ */
+int mirror_start(struct mirror *m, const char *host, int port, bool full, bool verify,
+                 mirror_done_fn *done, void *done_arg, char *err, size_t errlen);
+
+/* The requester went away: the SYNC in progress goes on, but done will not be called. */
+void mirror_forget(struct mirror *m);
 
 /* Appends the SYNC lines of INFO ("name:value\r\n" each). NULL-safe. */
 void mirror_info(const struct mirror *m, struct buf *out);
