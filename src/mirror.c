@@ -4,8 +4,8 @@
  * docs/anti-entropy.md ("SYNC").
  *
  * A run is a state machine driven by loop events. Every handler ends with settle(), which
- * reports the end (mirror_done_fn) and frees the run once a step has marked it finished (P_DONE): nothing
- * below a handler frees the run, so no code touches it after it is gone.
+ * reports the end (mirror_done_fn) and frees the run once a step has marked it finished (P_DONE):
+ * nothing below a handler frees the run, so no code touches it after it is gone.
  *
  * Making a key range equal: the remote's records of a page (arborkv: the records of some leaf
  * buckets, or of all, in key order after a cursor; fallback: every key) are applied one by one,
