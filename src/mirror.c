@@ -42,7 +42,6 @@
 #include "arborkv/mem.h"
 #include "arborkv/merkle.h"
 #include "arborkv/resp.h"
-#include "arborkv/server.h"
 #include "arborkv/store.h"
 
 #define READ_CHUNK (64 * 1024) /* bytes read from the remote per readable event */
@@ -116,7 +115,7 @@ struct run {
 };
 
 struct mirror {
-    struct server *srv;
+    struct mirror_env env; /* [borrow] handles */
     struct mirror_opts o;
     struct run *run; /* the SYNC in progress, or NULL */
     struct {
@@ -234,7 +233,7 @@ static void succeed(struct run *r)
 static void close_socket(struct run *r)
 {
     if (r->fd < 0) return;
-    loop_del_fd(r->m->srv->loop, r->fd);
+    loop_del_fd(r->m->env.loop, r->fd);
     (void) close(r->fd);
     r->fd = -1;
     r->mask = 0;
@@ -242,7 +241,7 @@ static void close_socket(struct run *r)
 
 static void run_free(struct run *r)
 {
-    struct loop *l = r->m->srv->loop;
+    struct loop *l = r->m->env.loop;
     close_socket(r);
     if (r->resolve_fd >= 0) {
         /* The resolver thread, if still running, gets EPIPE and frees its own result. */
@@ -307,7 +306,7 @@ static void on_timeout(struct loop *l, void *arg)
 /* (Re)starts the step timeout: called whenever the remote made progress or a step began. */
 static void arm(struct run *r)
 {
-    struct loop *l = r->m->srv->loop;
+    struct loop *l = r->m->env.loop;
     if (r->timer) loop_cancel_timer(l, r->timer);
     r->timer = loop_add_timer(l, (uint64_t) r->m->o.timeout_s * 1000000ULL, on_timeout, r);
 }
@@ -317,7 +316,7 @@ static void arm(struct run *r)
 static void want(struct run *r, unsigned mask)
 {
     if (r->fd < 0 || r->mask == mask) return;
-    int rc = loop_mod_fd(r->m->srv->loop, r->fd, mask);
+    int rc = loop_mod_fd(r->m->env.loop, r->fd, mask);
     if (rc < 0)
         fail(r, "connection to %s:%s: epoll: %s", r->host, r->port, strerror(-rc));
     else
@@ -381,9 +380,9 @@ static void send_line(struct run *r, const char *word, const uint8_t *arg, size_
  * Returns 0, or <0 on a storage error (the run has failed). */
 static int apply_record(struct run *r, const struct store_rec *rec)
 {
-    struct server *srv = r->m->srv;
+    const struct mirror_env *env = &r->m->env;
     struct store_rec cur;
-    int rc = store_get_rec(srv->store, rec->key, rec->key_len, &cur);
+    int rc = store_get_rec(env->store, rec->key, rec->key_len, &cur);
     if (rc < 0) goto storage;
     int cmp = rc == 1 ? lww_cmp(rec, &cur) : 1;
     if (cmp == 0) return 0;
@@ -394,17 +393,17 @@ static int apply_record(struct run *r, const struct store_rec *rec)
                              (!rec->value_len || !memcmp(cur.value, rec->value, rec->value_len))));
     if (cmp > 0) {
         /* The remote's record is the newer write: store it as it is, like a repair. */
-        rc = kv_apply_remote(&srv->hlc, srv->store, rec);
+        rc = kv_apply_remote(env->hlc, env->store, rec);
         if (rc < 0) goto storage; /* the turn has failed (store.h) */
         /* Refused as older than this node's purge horizon (kv_apply.h): SYNC still wants it. */
         if (rc == KV_PURGED && !rec->tombstone &&
-            kv_write(&srv->kv, CODEC_OP_SET, rec->key, rec->key_len, rec->value, rec->value_len,
-                     0) < 0)
+            kv_write(env->kv, CODEC_OP_SET, rec->key, rec->key_len, rec->value, rec->value_len, 0) <
+                    0)
             goto storage;
     } else if (!same_live) {
         /* Ours is newer, yet SYNC wants the remote's state: a new local write of it. */
-        rc = kv_write(&srv->kv, rec->tombstone ? CODEC_OP_DEL : CODEC_OP_SET, rec->key,
-                      rec->key_len, rec->value, rec->value_len, 0);
+        rc = kv_write(env->kv, rec->tombstone ? CODEC_OP_DEL : CODEC_OP_SET, rec->key, rec->key_len,
+                      rec->value, rec->value_len, 0);
         if (rc < 0) goto storage;
     }
     if (!same_live) r->changed++;
@@ -418,14 +417,14 @@ storage:
 static int apply_value(struct run *r, const uint8_t *key, size_t klen, bool found,
                        const uint8_t *value, size_t vlen)
 {
-    struct server *srv = r->m->srv;
+    const struct mirror_env *env = &r->m->env;
     const uint8_t *v;
     size_t n;
-    int rc = store_get(srv->store, key, klen, &v, &n);
+    int rc = store_get(env->store, key, klen, &v, &n);
     if (rc < 0) goto storage;
     if (rc == 0 && !found) return 0;
     if (rc == 1 && found && n == vlen && (!n || !memcmp(v, value, n))) return 0;
-    rc = kv_write(&srv->kv, found ? CODEC_OP_SET : CODEC_OP_DEL, key, klen, value, vlen, 0);
+    rc = kv_write(env->kv, found ? CODEC_OP_SET : CODEC_OP_DEL, key, klen, value, vlen, 0);
     if (rc < 0) goto storage;
     r->changed++;
     return 0;
@@ -462,7 +461,7 @@ static void schedule_sweep(struct run *r);
 /* One batch of the sweep; schedules the next one or moves on. */
 static void sweep_step(struct run *r)
 {
-    struct server *srv = r->m->srv;
+    const struct mirror_env *env = &r->m->env;
     struct sweep_scan s = { .r = r };
     keyset_init(&s.doomed);
     buf_init(&s.last);
@@ -474,10 +473,10 @@ static void sweep_step(struct run *r)
     }
     int rc;
     if (n)
-        rc = ae_scan_leaves(srv->ae, leaves, n, r->sweep_pos.data, r->sweep_pos.len, r->has_pos,
+        rc = ae_scan_leaves(env->ae, leaves, n, r->sweep_pos.data, r->sweep_pos.len, r->has_pos,
                             STORE_SCAN_LIVE | STORE_SCAN_KEYS_ONLY, sweep_key, &s);
     else
-        rc = store_scan(srv->store, NULL, 0, r->has_pos ? r->sweep_pos.data : NULL,
+        rc = store_scan(env->store, NULL, 0, r->has_pos ? r->sweep_pos.data : NULL,
                         r->sweep_pos.len, STORE_SCAN_LIVE | STORE_SCAN_KEYS_ONLY, sweep_key, &s);
     if (rc < 0) {
         fail(r, "storage error, see the server log");
@@ -511,7 +510,7 @@ static void on_tick(struct loop *l, void *arg)
 
 static void schedule_sweep(struct run *r)
 {
-    r->tick = loop_add_timer(r->m->srv->loop, 0, on_tick, r);
+    r->tick = loop_add_timer(r->m->env.loop, 0, on_tick, r);
     arm(r); /* the step timeout is not the remote's fault here, but keeps its meaning */
 }
 
@@ -591,8 +590,8 @@ static void start_all(struct run *r)
 
 static void on_nodes(struct run *r, const uint8_t *p, size_t len)
 {
-    struct server *srv = r->m->srv;
-    int rc = ae_walk_on_nodes(srv->ae, &r->w, SYNC_SID, p, len);
+    const struct mirror_env *env = &r->m->env;
+    int rc = ae_walk_on_nodes(env->ae, &r->w, SYNC_SID, p, len);
     switch (rc) {
     case AE_WALK_NODES:
         ae_walk_nodes_req(&r->w, SYNC_SID, SYNC_FROM, &r->msg);
@@ -607,8 +606,8 @@ static void on_nodes(struct run *r, const uint8_t *p, size_t len)
         return;
     case -EPROTO:
         log_info("sync: %s:%s has a %ux%u tree, this node %ux%u: transferring every record",
-                 r->host, r->port, r->w.peer_fanout, r->w.peer_depth, merkle_fanout(srv->tree),
-                 merkle_depth(srv->tree));
+                 r->host, r->port, r->w.peer_fanout, r->w.peer_depth, merkle_fanout(env->tree),
+                 merkle_depth(env->tree));
         start_all(r);
         return;
     default:
@@ -676,7 +675,7 @@ static void on_remote_hash(struct run *r, const uint8_t *hex, size_t len)
         fail(r, "--verify: unexpected HASH reply from %s:%s", r->host, r->port);
         return;
     }
-    if (kv_live_digest(r->m->srv->store, NULL, 0, mine) < 0) {
+    if (kv_live_digest(r->m->env.store, NULL, 0, mine) < 0) {
         fail(r, "storage error, see the server log");
         return;
     }
@@ -988,7 +987,7 @@ static void start_connect(struct run *r)
             continue;
         }
         unsigned mask = rc == 0 ? LOOP_READ : LOOP_WRITE;
-        int lrc = loop_add_fd(r->m->srv->loop, fd, mask, on_remote, r);
+        int lrc = loop_add_fd(r->m->env.loop, fd, mask, on_remote, r);
         if (lrc < 0) {
             r->last_err = -lrc;
             (void) close(fd);
@@ -1094,7 +1093,7 @@ static void start_resolve(struct run *r)
     memcpy(j->host, r->host, sizeof(j->host));
     memcpy(j->port, r->port, sizeof(j->port));
     j->wfd = fds[1];
-    int rc = loop_add_fd(r->m->srv->loop, fds[0], LOOP_READ, on_resolved, r);
+    int rc = loop_add_fd(r->m->env.loop, fds[0], LOOP_READ, on_resolved, r);
     pthread_attr_t attr;
     pthread_t t;
     int prc = rc < 0 ? -rc : pthread_attr_init(&attr);
@@ -1104,7 +1103,7 @@ static void start_resolve(struct run *r)
         (void) pthread_attr_destroy(&attr);
     }
     if (prc != 0) {
-        if (rc == 0) loop_del_fd(r->m->srv->loop, fds[0]);
+        if (rc == 0) loop_del_fd(r->m->env.loop, fds[0]);
         (void) close(fds[0]);
         (void) close(fds[1]);
         free(j);
@@ -1150,7 +1149,7 @@ int mirror_start(struct mirror *m, const char *host, int port, bool full, bool v
     ae_walk_init(&r->w);
     m->run = r;
     m->stats.runs++;
-    if (!m->srv->ae)
+    if (!m->env.ae)
         fail(r, "anti-entropy is not available on this node");
     else
         start_resolve(r);
@@ -1175,10 +1174,11 @@ void mirror_forget(struct mirror *m)
     if (m && m->run) m->run->done = NULL; /* the SYNC goes on; nobody is told */
 }
 
-int mirror_new(struct mirror **out, struct server *srv, const struct mirror_opts *o)
+int mirror_new(struct mirror **out, const struct mirror_env *env, const struct mirror_opts *o)
 {
     struct mirror *m = xcalloc(1, sizeof(*m));
-    m->srv = srv;
+    assert(env && env->loop && env->store && env->tree && env->hlc && env->kv);
+    m->env = *env;
     m->o = *o;
     if (m->o.timeout_s < 1) m->o.timeout_s = 1;
     *out = m;

@@ -170,7 +170,13 @@ static int start_replication(struct server *srv, const struct conf *c)
                            .node_id = srv->node_id };
     if (rc == 0) rc = ae_new(&srv->ae, &aenv, srv->repl, &ao);
     struct mirror_opts mo = { .timeout_s = c->sync_timeout_seconds };
-    if (rc == 0) rc = mirror_new(&srv->mirror, srv, &mo);
+    struct mirror_env menv = { .loop = srv->loop,
+                               .store = srv->store,
+                               .tree = srv->tree,
+                               .hlc = &srv->hlc,
+                               .ae = srv->ae,
+                               .kv = &srv->kv };
+    if (rc == 0) rc = mirror_new(&srv->mirror, &menv, &mo);
     if (rc < 0)
         log_error("cannot start replication: %s", strerror(-rc));
     else if (c->repl_enabled)

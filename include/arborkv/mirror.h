@@ -41,15 +41,30 @@
 #define MIRROR_MAX_LINE     (1024 * 1024 + 64) /* bytes of one line reply (fallback) */
 #define MIRROR_MAX_BULK     (64u * 1024 * 1024 + 512 * 1024) /* bytes of one RESP reply */
 
-struct server;
+struct ae;
+struct hlc;
+struct kv;
+struct loop;
+struct merkle;
+struct store;
 struct mirror;
 
 struct mirror_opts {
     int timeout_s; /* a step (resolve, connect, one reply) taking longer fails the SYNC */
 };
 
+/* The handles SYNC uses ([borrow]: they outlive it). */
+struct mirror_env {
+    struct loop *loop;
+    struct store *store;
+    struct merkle *tree; /* its shape must match the remote's for a tree walk */
+    struct hlc *hlc;     /* takes the timestamps of records applied as repairs */
+    struct ae *ae;       /* the descent and record pages (ae.h); NULL: SYNC unavailable */
+    const struct kv *kv; /* local writes of the remote's state */
+};
+
 /* Returns 0 with *out (**new**, release with mirror_free). */
-int mirror_new(struct mirror **out, struct server *srv, const struct mirror_opts *o);
+int mirror_new(struct mirror **out, const struct mirror_env *env, const struct mirror_opts *o);
 /* Abandons a SYNC in progress (its client is not answered) and frees m. NULL-safe. */
 void mirror_free(struct mirror *m);
 
