@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * server: the context object the event-loop thread passes to the connection and command layers.
+ * server: the context of the connection and command layers (conn.c, cmd*.c), filled by the wiring
+ * (node.c). The data modules (replication, anti-entropy, SYNC, purge, the write path) never see
+ * it: each gets the handles it needs at init (repl_env, ae_env, mirror_env, struct kv).
  *
- * It holds the service objects (loop, store, clock), the client list, the counters of STATS and
- * INFO, and the handful of configuration values those layers need (copied from struct conf by
- * main.c, so neither layer depends on the config module). There is exactly one per process, but
+ * It holds the handles those two layers use (loop, store, clock, modules behind opaque
+ * pointers), the client list (client.h), the counters of STATS and INFO, and the handful of
+ * configuration values they need (copied from struct conf by node.c, so neither layer depends on
+ * the config module). conn.c's own state is behind `conns`. There is exactly one per process, but
  * it is passed explicitly, never reached through a global.
  *
  * THREADING: owned by the event-loop thread.
