@@ -6,13 +6,17 @@ differing buckets (or every record with --full); against a server that only spea
 protocol (a small fake MerkleKV below) it falls back to SCAN + GET. Either way, after OK the
 local node holds exactly the remote's live data. Errors (refused, silent or closing remotes,
 resolver failures) end in ERROR without wedging the client, and the event loop keeps serving
-other clients while a SYNC waits.
+other clients while a SYNC waits. A relay in front of an arborkv peer (RespRelay below) cuts the
+RESP replies SYNC reads at every place, or replaces one with a malformed, oversized or partial
+reply: SYNC keeps the limits of mirror.h and answers the errors of docs/anti-entropy.md.
 """
 
 import hashlib
 import socket
 import struct
+import select
 import threading
+import time
 
 import pytest
 
@@ -173,6 +177,187 @@ def fake_kv():
     yield make
     for f in fakes:
         f.close()
+
+
+# --------------------------------------------------------------------------------------------
+# A relay in front of an arborkv peer, for SYNC's RESP path.
+
+MIRROR_MAX_BULK = 64 * 1024 * 1024 + 512 * 1024  # include/arborkv/mirror.h
+RESP_MAX_LINE_BYTES = 64 * 1024                  # include/arborkv/resp.h
+
+
+def _resp_request(buf):
+    """(arguments, rest) of the RESP request (an array of bulk strings) at the start of buf, or
+    (None, buf) while incomplete."""
+    end = buf.find(b"\r\n")
+    if end < 0:
+        return None, buf
+    assert buf[:1] == b"*", buf[:40]
+    pos, args = end + 2, []
+    for _ in range(int(buf[1:end])):
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            return None, buf
+        n = int(buf[pos + 1:end])
+        if len(buf) < end + 2 + n + 2:
+            return None, buf
+        args.append(buf[end + 2:end + 2 + n])
+        pos = end + 2 + n + 2
+    return args, buf[pos:]
+
+
+def _resp_encode(args):
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+class RespRelay:
+    """A loopback relay in front of the client port of an arborkv peer.
+
+    Each RESP request goes to the peer and the peer's reply comes back, unless answer(args)
+    returns bytes: those are sent instead, as they are, and the connection stays open until SYNC
+    closes it (b"" answers nothing). A connection that does not start with RESP (SYNC's line
+    fallback) is relayed byte for byte. chunk: replies are sent in pieces of 1..chunk bytes with
+    a pause between them, so that SYNC reads them cut at every place.
+    """
+
+    def __init__(self, upstream_port, answer=None, chunk=None):
+        self.upstream_port = upstream_port
+        self.answer = answer
+        self.chunk = chunk
+        self.commands = []       # first argument of every RESP request, in order
+        self.line_conns = 0      # connections relayed byte for byte
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.port = free_port()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((LOOPBACK, self.port))
+        self.sock.listen(16)
+        self.sock.settimeout(0.1)
+        self.threads = [threading.Thread(target=self._accept_loop, daemon=True)]
+        self.threads[0].start()
+
+    def _accept_loop(self):
+        while not self.stopping:
+            try:
+                s, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            t = threading.Thread(target=self._serve, args=(s,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _recv(self, s):
+        """Bytes from s; b"" when it closed or the relay stops."""
+        while not self.stopping:
+            try:
+                return s.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return b""
+        return b""
+
+    def _reply(self, up, buf):
+        """Reads one reply of the peer (a bulk string, or one line); (reply bytes, rest)."""
+        while True:
+            end = buf.find(b"\r\n")
+            if end >= 0:
+                size = end + 2
+                if buf[:1] == b"$" and int(buf[1:end]) >= 0:
+                    size += int(buf[1:end]) + 2
+                if len(buf) >= size:
+                    return buf[:size], buf[size:]
+            chunk = self._recv(up)
+            if not chunk:
+                raise ConnectionError("the peer closed the connection")
+            buf += chunk
+
+    def _send(self, s, data):
+        if not self.chunk:
+            s.sendall(data)
+            return
+        pos, i = 0, 0
+        while pos < len(data):
+            n = 1 + i % self.chunk
+            s.sendall(data[pos:pos + n])
+            pos, i = pos + n, i + 1
+            time.sleep(0.0002)
+
+    def _pipe(self, s, up, first):
+        up.sendall(first)
+        while not self.stopping:
+            ready, _, _ = select.select([s, up], [], [], 0.1)
+            for src in ready:
+                data = self._recv(src)
+                if not data:
+                    return
+                (up if src is s else s).sendall(data)
+
+    def _serve(self, s):
+        s.settimeout(0.1)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            up = socket.create_connection((LOOPBACK, self.upstream_port), timeout=30)
+        except OSError:
+            s.close()
+            return
+        up.settimeout(0.1)
+        try:
+            buf = self._recv(s)
+            if buf[:1] != b"*":
+                with self.lock:
+                    self.line_conns += 1
+                if buf:
+                    self._pipe(s, up, buf)
+                return
+            upbuf = b""
+            while not self.stopping:
+                args, buf = _resp_request(buf)
+                if args is None:
+                    more = self._recv(s)
+                    if not more:
+                        return
+                    buf += more
+                    continue
+                with self.lock:
+                    self.commands.append(args[0])
+                out = self.answer(args) if self.answer else None
+                if out is not None:
+                    self._send(s, out)
+                    while self._recv(s):  # hold the connection open until SYNC closes it
+                        pass
+                    return
+                up.sendall(_resp_encode(args))
+                out, upbuf = self._reply(up, upbuf)
+                self._send(s, out)
+        except OSError:
+            return
+        finally:
+            s.close()
+            up.close()
+
+    def close(self):
+        self.stopping = True
+        self.sock.close()
+        for t in self.threads:
+            t.join(timeout=10)
+
+
+@pytest.fixture
+def resp_relay():
+    relays = []
+
+    def make(upstream_port, **kw):
+        r = RespRelay(upstream_port, **kw)
+        relays.append(r)
+        return r
+
+    yield make
+    for r in relays:
+        r.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,6 +597,123 @@ def test_sync_verify_reports_both_digests(make_peer, fake_kv):
     reply = sync_line(b, fake.port, "--verify")
     mine = live_hash(FAKE_DATA).encode()
     assert reply == b"ERROR --verify failed: local HASH " + mine + b", remote HASH " + b"f" * 64
+
+
+# --------------------------------------------------------------------------------------------
+# the RESP replies SYNC reads: cut anywhere, malformed, oversized, partial
+
+
+def hash_hex(peer):
+    return hash_of(peer)[len(b"HASH "):]
+
+
+@pytest.mark.parametrize("flags", [("--verify",), ("--full", "--verify")])
+def test_sync_reads_replies_cut_anywhere(make_peer, resp_relay, flags):
+    a = make_peer("a", conf=sync_conf())
+    b = make_peer("b", conf=sync_conf())
+    mset(a, {f"key:{i:03d}": f"value {i} " * (i % 7) for i in range(120)})
+    mset(b, {"key:005": "old", "local only": "x"})
+    relay = resp_relay(a.port, chunk=13)
+    assert sync_line(b, relay.port, *flags) == b"OK"
+    assert hash_of(b) == hash_of(a)
+    assert relay.line_conns == 0 and relay.commands[-1] == b"HASH"
+
+
+def _answer_hash(reply):
+    return lambda args: reply if args[0] == b"HASH" else None
+
+
+# (the remote's answer to HASH, SYNC's answer after "ERROR ")
+MALFORMED = [
+    (b"!1\r\n", b"malformed reply from"),                      # no RESP type
+    (b"*1\r\n$64\r\n" + b"0" * 64 + b"\r\n", b"malformed reply from"),  # SYNC takes no array
+    (b"*2147483647\r\n", b"malformed reply from"),             # refused at its header
+    (b"$64\r\n" + b"0" * 64 + b"XY", b"malformed reply from"),  # payload without CRLF
+    (b"$-2\r\n", b"malformed reply from"),
+    (b"$6x\r\n", b"malformed reply from"),
+    (b"\r\n", b"malformed reply from"),
+    (b"-" + b"e" * RESP_MAX_LINE_BYTES, b"malformed reply from"),  # a line too long, no CRLF
+    (b"$%d\r\n" % (MIRROR_MAX_BULK + 1), b"malformed reply from"),  # oversized: at its header
+    (b"$99999999999999999999\r\n", b"malformed reply from"),
+    (b"-ERR not today\r\n", b"remote error: ERR not today"),
+    (b"+OK\r\n", b"unexpected reply from"),
+    (b":1\r\n", b"unexpected reply from"),
+    (b"$-1\r\n", b"unexpected reply from"),
+    (b"$3\r\nabc\r\n", b"--verify: unexpected HASH reply from"),
+]
+
+
+@pytest.mark.parametrize("reply,error", MALFORMED,
+                         ids=[f"{i}-{r[:12]!r}" for i, (r, _) in enumerate(MALFORMED)])
+def test_sync_refuses_a_bad_reply(make_peer, resp_relay, reply, error):
+    """The relay answers HASH (after a descent that found equal trees) with `reply` and keeps
+    the connection open: SYNC fails at once with the error of docs/anti-entropy.md, not by its
+    step timeout."""
+    a = make_peer("a", conf=sync_conf())
+    b = make_peer("b", conf=sync_conf(timeout_s=600))
+    mset(a, {"k": "v"})
+    mset(b, {"k": "v"})
+    relay = resp_relay(a.port, answer=_answer_hash(reply))
+    got = sync_line(b, relay.port, "--verify")
+    assert got.startswith(E + error), got
+    if b"from" in error:
+        assert got.endswith(b"from 127.0.0.1:%d" % relay.port), got
+    assert relay.line_conns == 0
+    assert info_int(b, "sync_failures") == 1 and info_int(b, "sync_running") == 0
+    assert line_request(b, b"PING") == b"PONG"
+
+
+def test_sync_reads_the_largest_bulk(make_peer, resp_relay):
+    """A bulk of exactly MIRROR_MAX_BULK bytes is read (here it is no HASH)."""
+    a = make_peer("a", conf=sync_conf())
+    b = make_peer("b", conf=sync_conf(timeout_s=600))
+    big = b"$%d\r\n" % MIRROR_MAX_BULK + b"0" * MIRROR_MAX_BULK + b"\r\n"
+    relay = resp_relay(a.port, answer=_answer_hash(big))
+    got = sync_line(b, relay.port, "--verify")
+    assert got == E + b"--verify: unexpected HASH reply from 127.0.0.1:%d" % relay.port
+
+
+@pytest.mark.parametrize("reply", [b"$%d\r\n" % (MIRROR_MAX_BULK + 1), b"!x\r\n", b"*0\r\n",
+                                   b"-ERR unknown command 'ARBORKV.AE'\r\n"])
+def test_sync_falls_back_when_the_probe_answer_is_not_arborkv(make_peer, resp_relay, reply):
+    """A bad or error answer to the first ARBORKV.AE is a remote without arborkv's
+    anti-entropy: SYNC goes on with the line protocol on a fresh connection."""
+    a = make_peer("a", conf=sync_conf())
+    b = make_peer("b", conf=sync_conf(timeout_s=600))
+    mset(a, {"k1": "v1", "k2": "v2"})
+    mset(b, {"k3": "v3"})
+    relay = resp_relay(a.port, answer=lambda args: reply)
+    assert sync_line(b, relay.port, "--verify") == b"OK"
+    assert snapshot(b) == {b"k1": b"v1", b"k2": b"v2"}
+    assert relay.commands == [b"ARBORKV.AE"] and relay.line_conns == 1
+    assert "does not speak arborkv's anti-entropy" in b.log_text()
+
+
+PARTIAL = b"$64\r\n" + b"0" * 10  # a HASH reply cut short; the remote then says nothing
+
+
+def test_sync_times_out_in_the_middle_of_a_reply(make_peer, resp_relay):
+    a = make_peer("a", conf=sync_conf())
+    b = make_peer("b", conf=sync_conf(timeout_s=1))
+    relay = resp_relay(a.port, answer=_answer_hash(PARTIAL))
+    got = sync_line(b, relay.port, "--verify")
+    assert got == E + b"no reply from 127.0.0.1:%d within 1 s" % relay.port
+
+
+def test_sync_cancelled_in_the_middle_of_a_reply(make_peer, resp_relay):
+    """The client goes away, then the server stops, while SYNC holds half a reply: a clean exit
+    (teardown checks the sanitizer's report, leaks included, in the ASan build)."""
+    a = make_peer("a", conf=sync_conf())
+    b = make_peer("b", conf=sync_conf(timeout_s=600))
+    relay = resp_relay(a.port, answer=_answer_hash(PARTIAL))
+    c = b.line()
+    c.send(b"SYNC 127.0.0.1 %d --verify\r\n" % relay.port)
+    wait_until(lambda: b"HASH" in relay.commands, 30, "SYNC to ask for HASH")
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    wait_until(lambda: int(info(b)["connected_clients"]) == 1, 30, "the client to be gone")
+    assert info_int(b, "sync_running") == 1
+    b.stop()
 
 
 # --------------------------------------------------------------------------------------------
