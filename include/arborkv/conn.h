@@ -76,7 +76,7 @@ int conn_listen(struct server *srv, const char *host, int port);
 void conn_stop_listening(struct server *srv);
 
 /*
- * The connections' part of the loop's before-sleep hook (main.c), around the turn's commit
+ * The connections' part of the loop's before-sleep hook (node.c), around the turn's commit
  * (turn.h), in this order:
  *   conn_run_buffered   runs the buffered requests of clients whose output has drained;
  *   (turn_end)          commits; on failure its hook calls conn_withdraw_turn;
