@@ -185,6 +185,10 @@ def test_cut_link_under_pipelined_writes(make_broker, make_cluster, make_proxy, 
         for _ in range(2):
             wait_replicating(cl)  # a is back on the broker before the next cut
             wait_until(lambda: all(w.batches >= 3 for w in writers), 60, "writes in flight")
+            # The cut must find a on a live link: under load a link can also be replaced on its
+            # own (no PUBACK within the 2 s bound) while the writes above were awaited, and a
+            # reconnect that meets the cut never connects, so there is no link to notice.
+            wait_info(a, lambda d: d.get("broker_state") == "connected", "a on a live link", 60)
             forced = int(info(a).get("broker_forced_reconnects", "0"))
             proxy.set_mode(mode)
             if mode == "reset":
