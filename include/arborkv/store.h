@@ -48,10 +48,10 @@ void store_close(struct store *st);
 
 /*
  * Background upkeep that must run on the owning thread: finishes a WAL checkpoint that the
- * checkpointer thread prepared (store.c, CHECKPOINTER), which lets the next write start the
- * WAL file over. Cheap when there is nothing to do; a few ms of I/O when there is. Call it
- * when no transaction is open and no client waits on this turn (the loop: after the replies
- * are flushed). NULL-safe; a no-op for the memory engine.
+ * checkpointer thread prepared (src/checkpoint.c, CHECKPOINTER), which lets the next write start
+ * the WAL file over. Cheap when there is nothing to do; a few ms of I/O when there is. Call it when
+ * no transaction is open and no client waits on this turn (the loop: after the replies are
+ * flushed). NULL-safe; a no-op for the memory engine.
  */
 void store_maintain(struct store *st);
 /* Frames (pages) in the WAL after the last commit; 0 for the memory engine or before any. */
@@ -181,10 +181,9 @@ int store_outbox_next(struct store *st, uint64_t after, uint64_t *id, uint32_t *
 void store_outbox_counts_at_open(const struct store *st, uint64_t *rows, uint64_t *events);
 
 /*
- * Merkle tree (merkle.h). store_attach_tree adds every stored record to m (which must be empty),
- * (re)computes the indexed key hash of rows that lack it or have a wrong one, and from then on
- * keeps m in step with every write, rollbacks included. Returns 0 or -EIO. m is [borrow] and
- * must outlive the store.
+ * Merkle tree (merkle.h). store_attach_tree adds every stored record to m (which must be empty)
+ * and from then on keeps m in step with every write, rollbacks included. Returns 0 or -EIO. m is
+ * [borrow] and must outlive the store.
  */
 struct merkle;
 int store_attach_tree(struct store *st, struct merkle *m);
