@@ -210,6 +210,8 @@ def _resp_encode(args):
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
+SEND_TIMEOUT_S = 120  # RespRelay: how long one reply may take to leave
+
 class RespRelay:
     """A loopback relay in front of the client port of an arborkv peer.
 
@@ -276,15 +278,22 @@ class RespRelay:
             buf += chunk
 
     def _send(self, s, data):
-        if not self.chunk:
-            s.sendall(data)
-            return
-        pos, i = 0, 0
-        while pos < len(data):
-            n = 1 + i % self.chunk
-            s.sendall(data[pos:pos + n])
-            pos, i = pos + n, i + 1
-            time.sleep(0.0002)
+        # The socket polls with a 0.1 s timeout; a sendall under it gives up as soon as the
+        # reader pauses that long (an ASan build reading a 64 MiB reply does), which would look
+        # like the relay closing the connection. Sends wait as long as a test may.
+        s.settimeout(SEND_TIMEOUT_S)
+        try:
+            if not self.chunk:
+                s.sendall(data)
+                return
+            pos, i = 0, 0
+            while pos < len(data):
+                n = 1 + i % self.chunk
+                s.sendall(data[pos:pos + n])
+                pos, i = pos + n, i + 1
+                time.sleep(0.0002)
+        finally:
+            s.settimeout(0.1)
 
     def _pipe(self, s, up, first):
         up.sendall(first)
