@@ -9,6 +9,7 @@
 #include "arborkv/buf.h"
 
 #include <assert.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,4 +168,15 @@ int slice_cmp_upper(const struct slice *s, const char *upper)
 bool slice_is(const struct slice *s, const char *upper)
 {
     return slice_cmp_upper(s, upper) == 0;
+}
+
+int reason_printf(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        (void) vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
 }

@@ -7,11 +7,11 @@
  * lines keep the "store: " prefix: to an operator it is the store's checkpoint that failed.
  */
 #include "arborkv/checkpoint.h"
+#include "arborkv/buf.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,19 +69,6 @@ struct ckpt {
     atomic_bool busy;       /* woken and not idle yet */
     atomic_bool tail_ready; /* the last pass left a small tail: ckpt_maintain finishes */
 };
-
-/* Writes a formatted reason into err (errlen bytes, NUL-terminated) and returns rc. */
-__attribute__((format(printf, 4, 5))) static int set_err(char *err, size_t errlen, int rc,
-                                                         const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        (void) vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 static bool ckpt_stopping(struct ckpt *ck)
 {
@@ -192,7 +179,8 @@ void ckpt_stop(struct ckpt *ck)
 static int start(struct ckpt *ck, const char *path, bool sync_full, char *err, size_t errlen)
 {
     if (!sqlite3_threadsafe())
-        return set_err(err, errlen, -EIO, "SQLite is built single-threaded (SQLITE_THREADSAFE=0)");
+        return reason_printf(err, errlen, -EIO,
+                             "SQLite is built single-threaded (SQLITE_THREADSAFE=0)");
     const char *op = "open";
     int rc = sqlite3_open_v2(path, &ck->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc == SQLITE_OK) rc = sqlite3_extended_result_codes(ck->db, 1);
@@ -213,8 +201,8 @@ static int start(struct ckpt *ck, const char *path, bool sync_full, char *err, s
         if (rc == SQLITE_OK && (!ck->file || !ck->file->pMethods)) rc = SQLITE_ERROR;
     }
     if (rc != SQLITE_OK)
-        return set_err(err, errlen, -EIO, "%s: checkpointer connection: %s: %s", path, op,
-                       ck->db ? sqlite3_errmsg(ck->db) : sqlite3_errstr(rc));
+        return reason_printf(err, errlen, -EIO, "%s: checkpointer connection: %s: %s", path, op,
+                             ck->db ? sqlite3_errmsg(ck->db) : sqlite3_errstr(rc));
     /* Signals stay with the main thread (main.c blocks and reads them through a signalfd). */
     sigset_t all, old;
     (void) sigfillset(&all);
@@ -222,7 +210,8 @@ static int start(struct ckpt *ck, const char *path, bool sync_full, char *err, s
     rc = pthread_create(&ck->thread, NULL, ckpt_main, ck);
     (void) pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0)
-        return set_err(err, errlen, -EIO, "cannot start the checkpointer thread: %s", strerror(rc));
+        return reason_printf(err, errlen, -EIO, "cannot start the checkpointer thread: %s",
+                             strerror(rc));
     ck->running = true;
     sqlite3_wal_hook(ck->loop_db, wal_hook, ck);
     return 0;

@@ -10,7 +10,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,19 +78,6 @@
 static const char max_ts_sql[] = "SELECT sum(tombstone = 0), max(ts),"
                                  " max(CASE WHEN ts < 0 THEN ts END) FROM records";
 
-/* Writes a formatted reason into err (errlen bytes, NUL-terminated) and returns rc. */
-__attribute__((format(printf, 4, 5))) static int set_err(char *err, size_t errlen, int rc,
-                                                         const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        (void) vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 /* ---- open ---------------------------------------------------------------------------------- */
 
 /* Maps an errno from a file-system call to the store's vocabulary. */
@@ -116,10 +102,10 @@ static int mkdir_p(const char *dir, char *err, size_t errlen)
             int e = errno;
             struct stat sb;
             if (stat(p, &sb) != 0) {
-                rc = set_err(err, errlen, errno_rc(e), "cannot create directory %s: %s", p,
-                             strerror(e));
+                rc = reason_printf(err, errlen, errno_rc(e), "cannot create directory %s: %s", p,
+                                   strerror(e));
             } else if (!S_ISDIR(sb.st_mode)) {
-                rc = set_err(err, errlen, -EINVAL, "%s exists and is not a directory", p);
+                rc = reason_printf(err, errlen, -EINVAL, "%s exists and is not a directory", p);
             }
         }
         p[i] = saved;
@@ -139,19 +125,20 @@ static int sniff_file(const char *path, char *err, size_t errlen)
     struct stat sb;
     if (stat(path, &sb) != 0) {
         if (errno == ENOENT) return 0;
-        return set_err(err, errlen, errno_rc(errno), "%s: %s", path, strerror(errno));
+        return reason_printf(err, errlen, errno_rc(errno), "%s: %s", path, strerror(errno));
     }
-    if (!S_ISREG(sb.st_mode)) return set_err(err, errlen, -EINVAL, "%s: not a regular file", path);
+    if (!S_ISREG(sb.st_mode))
+        return reason_printf(err, errlen, -EINVAL, "%s: not a regular file", path);
     if (sb.st_size == 0) return 1; /* an empty file is an empty SQLite database */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return set_err(err, errlen, errno_rc(errno), "%s: %s", path, strerror(errno));
+    if (fd < 0) return reason_printf(err, errlen, errno_rc(errno), "%s: %s", path, strerror(errno));
     char head[sizeof(magic)];
     ssize_t n = pread(fd, head, sizeof(head), 0);
     int e = errno;
     (void) close(fd);
-    if (n < 0) return set_err(err, errlen, errno_rc(e), "%s: %s", path, strerror(e));
+    if (n < 0) return reason_printf(err, errlen, errno_rc(e), "%s: %s", path, strerror(e));
     if ((size_t) n < sizeof(head) || memcmp(head, magic, sizeof(magic)) != 0)
-        return set_err(err, errlen, -EBADMSG, "%s: file is not a database", path);
+        return reason_printf(err, errlen, -EBADMSG, "%s: file is not a database", path);
     return 1;
 }
 
@@ -181,29 +168,30 @@ static int open_error(struct store *st, const char *path, const char *op, int sq
         sys = EACCES;
     switch (sqlrc & 0xff) {
     case SQLITE_NOTADB:
-        return set_err(err, errlen, -EBADMSG, "%s: file is not a database", path);
+        return reason_printf(err, errlen, -EBADMSG, "%s: file is not a database", path);
     case SQLITE_CORRUPT:
-        return set_err(err, errlen, -EIO, "%s: database is corrupt (%s: %s)", path, op, msg);
+        return reason_printf(err, errlen, -EIO, "%s: database is corrupt (%s: %s)", path, op, msg);
     case SQLITE_READONLY:
     case SQLITE_PERM:
     case SQLITE_AUTH:
-        return set_err(err, errlen, -EACCES, "%s: permission denied (%s: %s)", path, op, msg);
+        return reason_printf(err, errlen, -EACCES, "%s: permission denied (%s: %s)", path, op, msg);
     case SQLITE_CANTOPEN:
         if (sys == EACCES || sys == EPERM || sys == EROFS)
-            return set_err(err, errlen, -EACCES, "%s: permission denied (%s: %s: %s)", path, op,
-                           msg, strerror(sys));
+            return reason_printf(err, errlen, -EACCES, "%s: permission denied (%s: %s: %s)", path,
+                                 op, msg, strerror(sys));
         break;
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
-        return set_err(err, errlen, -EIO,
-                       "%s: database is locked by another process (another arborkv on this "
-                       "storage_path?)",
-                       path);
+        return reason_printf(err, errlen, -EIO,
+                             "%s: database is locked by another process (another arborkv on this "
+                             "storage_path?)",
+                             path);
     default:
         break;
     }
-    if (sys) return set_err(err, errlen, -EIO, "%s: %s: %s (%s)", path, op, msg, strerror(sys));
-    return set_err(err, errlen, -EIO, "%s: %s: %s", path, op, msg);
+    if (sys)
+        return reason_printf(err, errlen, -EIO, "%s: %s: %s (%s)", path, op, msg, strerror(sys));
+    return reason_printf(err, errlen, -EIO, "%s: %s: %s", path, op, msg);
 }
 
 /* Runs one or more SQL statements without results. Returns the SQLite code. */
@@ -279,7 +267,7 @@ static int set_pragmas(struct store *st, enum store_durability durability, const
     int frc = sqlite3_finalize(s);
     if (rc == SQLITE_OK) rc = frc;
     if (rc != SQLITE_OK) return open_error(st, path, "journal_mode", rc, err, errlen);
-    if (!wal) return set_err(err, errlen, -EIO, "%s: cannot switch to WAL mode", path);
+    if (!wal) return reason_printf(err, errlen, -EIO, "%s: cannot switch to WAL mode", path);
     return 0;
 }
 
@@ -321,18 +309,18 @@ static int lock_dir(struct store *st, const char *dir, const char *path, char *e
     if (st->lock_fd < 0) {
         int e = errno;
         if (errno_rc(e) == -EACCES)
-            rc = set_err(err, errlen, -EACCES, "%s: permission denied (lock file %s: %s)", path,
-                         lpath, strerror(e));
+            rc = reason_printf(err, errlen, -EACCES, "%s: permission denied (lock file %s: %s)",
+                               path, lpath, strerror(e));
         else
-            rc = set_err(err, errlen, -EIO, "%s: lock file %s: %s", path, lpath, strerror(e));
+            rc = reason_printf(err, errlen, -EIO, "%s: lock file %s: %s", path, lpath, strerror(e));
     } else if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK)
-            rc = set_err(err, errlen, -EIO,
-                         "%s: database is locked by another process (another arborkv on this "
-                         "storage_path?)",
-                         path);
+            rc = reason_printf(err, errlen, -EIO,
+                               "%s: database is locked by another process (another arborkv on this "
+                               "storage_path?)",
+                               path);
         else
-            rc = set_err(err, errlen, -EIO, "%s: flock: %s", lpath, strerror(errno));
+            rc = reason_printf(err, errlen, -EIO, "%s: flock: %s", lpath, strerror(errno));
     }
     free(lpath);
     return rc;
@@ -372,7 +360,7 @@ int store_open(struct store **out, enum store_engine engine, const char *dir,
     if (engine == STORE_ENGINE_SQLITE) {
         if (walvfs_register() == 0) vfs = WALVFS_NAME; /* else logged; the default works too */
         if (!dir || !*dir) {
-            rc = set_err(err, errlen, -EINVAL, "storage path is empty");
+            rc = reason_printf(err, errlen, -EINVAL, "storage path is empty");
             goto fail;
         }
         rc = mkdir_p(dir, err, errlen);
@@ -405,7 +393,7 @@ int store_open(struct store **out, enum store_engine engine, const char *dir,
     }
     /* READWRITE silently falls back to read-only on a write-protected file. */
     if (sqlite3_db_readonly(st->db, "main") == 1) {
-        rc = set_err(err, errlen, -EACCES, "%s: permission denied (read-only file)", path);
+        rc = reason_printf(err, errlen, -EACCES, "%s: permission denied (read-only file)", path);
         goto fail;
     }
 

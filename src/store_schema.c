@@ -9,7 +9,6 @@
  * arborkv: tests/test_store.c builds databases at older versions and opens them.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -90,19 +89,6 @@ static const char *const migrations[STORE_SCHEMA_VERSION + 1] = {
     [6] = "ALTER TABLE records DROP COLUMN khash;",
 };
 
-/* Writes a formatted reason into err (errlen bytes, NUL-terminated) and returns rc. */
-__attribute__((format(printf, 4, 5))) static int set_err(char *err, size_t errlen, int rc,
-                                                         const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        (void) vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 int store_schema_check(sqlite3 *db, const char *path, int *sqlrc, char *err, size_t errlen)
 {
     int64_t v[3] = { 0 }; /* application_id, user_version, schema objects */
@@ -129,16 +115,17 @@ int store_schema_check(sqlite3 *db, const char *path, int *sqlrc, char *err, siz
     }
     if (v[0] == 0 && v[1] == 0 && v[2] == 0) return 0; /* empty: ours to initialize */
     if (v[0] != STORE_APPLICATION_ID)
-        return set_err(
+        return reason_printf(
                 err, errlen, -EBADMSG,
                 "%s: a SQLite database of another application (no arborkv marker), not touched",
                 path);
     if (v[1] > STORE_SCHEMA_VERSION)
-        return set_err(err, errlen, -ENOTSUP,
-                       "%s: schema version %lld is newer than this arborkv supports (%d)", path,
-                       (long long) v[1], STORE_SCHEMA_VERSION);
+        return reason_printf(err, errlen, -ENOTSUP,
+                             "%s: schema version %lld is newer than this arborkv supports (%d)",
+                             path, (long long) v[1], STORE_SCHEMA_VERSION);
     if (v[1] < 1)
-        return set_err(err, errlen, -EBADMSG, "%s: arborkv marker without a schema version", path);
+        return reason_printf(err, errlen, -EBADMSG, "%s: arborkv marker without a schema version",
+                             path);
     return (int) v[1];
 }
 

@@ -31,6 +31,11 @@ int slice_cmp_upper(const struct slice *s, const char *upper);
 /* Whether s equals the upper-case ASCII word, case-insensitively. */
 bool slice_is(const struct slice *s, const char *upper);
 
+/* Writes a formatted reason into err (errlen bytes, NUL-terminated; nothing when err is NULL or
+ * errlen 0) and returns rc, for `return reason_printf(err, errlen, -EIO, "...", ...);`. */
+int reason_printf(char *err, size_t errlen, int rc, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+
 void buf_init(struct buf *b);
 /* Frees the storage and reinitializes b. NULL-safe. */
 void buf_clear(struct buf *b);
