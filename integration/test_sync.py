@@ -42,6 +42,17 @@ def live_hash(data):
     return h.hexdigest()
 
 
+
+def _listening_socket():
+    """A loopback listening socket on a free port that polls accept() every 0.1 s: (sock, port)."""
+    port = free_port()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((LOOPBACK, port))
+    sock.listen(16)
+    sock.settimeout(0.1)
+    return sock, port
+
 class FakeMerkleKV:
     """A threaded loopback server speaking MerkleKV's line protocol.
 
@@ -59,12 +70,7 @@ class FakeMerkleKV:
         self.conns = []
         self.stopping = False
         self.released = False
-        self.port = free_port()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((LOOPBACK, self.port))
-        self.sock.listen(16)
-        self.sock.settimeout(0.1)
+        self.sock, self.port = _listening_socket()
         self.threads = [threading.Thread(target=self._accept_loop, daemon=True)]
         self.threads[0].start()
 
@@ -230,12 +236,7 @@ class RespRelay:
         self.line_conns = 0      # connections relayed byte for byte
         self.lock = threading.Lock()
         self.stopping = False
-        self.port = free_port()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((LOOPBACK, self.port))
-        self.sock.listen(16)
-        self.sock.settimeout(0.1)
+        self.sock, self.port = _listening_socket()
         self.threads = [threading.Thread(target=self._accept_loop, daemon=True)]
         self.threads[0].start()
 
